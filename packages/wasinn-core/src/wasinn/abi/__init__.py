@@ -1,0 +1,1 @@
+"""The guest ABI: numbering profiles, bounds-checked guest memory, and the import functions."""

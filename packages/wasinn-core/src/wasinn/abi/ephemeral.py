@@ -1,0 +1,363 @@
+"""The ``wasi_ephemeral_nn`` import functions (witx lowering: every call returns an errno).
+
+Each function unpacks guest pointers through :class:`GuestMemory`, calls the store's
+:class:`~wasinn.host.state.StoreState`, writes results back, and turns every
+:class:`~wasinn.errors.WasiNnError` into the errno of the store's numbering profile, with a log line
+that says why. No Python exception reaches the guest as a trap, except an embedder mistake (a store
+not made by :meth:`WasiNnHost.new_store`), which must not pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+
+from wasinn.abi.memory import U32_MASK, GuestMemory
+from wasinn.abi.profiles import DEFAULT_PROFILE, PROFILES, AbiProfile
+from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from wasinn.errors import ConfigurationError, WasiNnError
+from wasinn.host.state import ContextEntry, StoreState
+from wasinn.tensor import Tensor, element_count
+
+log = logging.getLogger("wasinn.abi")
+
+TENSOR_RECORD = struct.Struct("<IIB3xII")  # dims ptr, dims len, type (u8 + 3 padding bytes), data ptr, data len
+BUILDER = struct.Struct("<II")
+MAX_BUILDERS = 16
+MAX_RANK = 64
+MAX_NAME_BYTES = 4096
+MAX_CONFIG_BYTES = 1 << 20
+
+_store_data: Callable[[wasmtime.Caller], Any]
+
+
+def _make_store_data_reader() -> Callable[[wasmtime.Caller], Any]:
+    # wasmtime-py's Caller has no public data() accessor; this is Store.data() for a caller's store.
+    from wasmtime import _ffi as ffi
+    from wasmtime import _value
+
+    get_data = ffi.wasmtime_context_get_data
+    unintern = _value._unintern
+
+    def read(caller: wasmtime.Caller) -> Any:
+        data = get_data(caller._context())
+        return unintern(data) if data else None
+
+    return read
+
+
+_store_data = _make_store_data_reader()
+
+
+def state_of(caller: wasmtime.Caller) -> StoreState:
+    state = _store_data(caller)
+    if not isinstance(state, StoreState):
+        raise ConfigurationError("wasi-nn was called from a store not created by WasiNnHost.new_store(); "
+                                 "create stores with host.new_store(engine)")
+    return state
+
+
+def profile_of(state: StoreState) -> AbiProfile:
+    return state.profile or PROFILES[DEFAULT_PROFILE]
+
+
+def errno_for(state: StoreState, operation: str, error: WasiNnError, profile: AbiProfile | None = None) -> int:
+    profile = profile or profile_of(state)
+    errno = profile.errno(error.code)
+    log.warning("%s -> %s (errno %d): %s", operation, error.code.value, errno, error.message)
+    return errno
+
+
+def internal_error(state: StoreState, operation: str, exc: Exception, profile: AbiProfile | None = None) -> int:
+    log.error("%s: internal error in wasinn: %s: %s", operation, type(exc).__name__, exc, exc_info=exc)
+    return (profile or profile_of(state)).errno(ErrorCode.RUNTIME_ERROR)
+
+
+def resolve_tensor_type(state: StoreState, entry: ContextEntry, index: int, number: int,
+                        dims: tuple[int, ...], data_len: int, profile: AbiProfile | None = None) -> TensorType:
+    """The guest's tensor type number, read by its profile, corrected where the data says so.
+
+    Guests built against older numberings (``u8 = 2`` before 2023) send numbers that mean something
+    else today. If exactly one of the profile's known readings fits the tensor's byte length and the
+    model's declared input type, that reading wins (and the correction is logged once per store).
+    """
+    profile = profile or profile_of(state)
+    primary = profile.tensor_types.get(number)
+    if state.profile_forced or not profile.tensor_type_alternates:
+        if primary is None:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown tensor type {number} "
+                                                          f"(ABI profile {profile.name})")
+        return primary
+    spec = entry.loaded.graph.inputs[index].dtype if index < entry.input_count else None
+    count = element_count(dims)
+    readings: list[tuple[str, TensorType]] = []
+    for name in (profile.name, *profile.tensor_type_alternates):
+        reading = PROFILES[name].tensor_types.get(number)
+        if reading is not None and reading not in (r for _, r in readings):
+            readings.append((name, reading))
+    fitting = [(name, r) for name, r in readings if count * r.itemsize == data_len]
+    if spec is not None and any(r is spec for _, r in fitting):
+        fitting = [(name, r) for name, r in fitting if r is spec]
+    if primary is not None and any(r is primary for _, r in fitting):
+        return primary
+    if len(fitting) == 1:
+        name, reading = fitting[0]
+        key = f"{number}->{reading.value}"
+        if key not in state.corrections_logged:
+            state.corrections_logged.add(key)
+            was = primary.value if primary else "nothing"
+            log.info("tensor type %d read as %s (ABI profile %s), not %s (profile %s): only that fits the "
+                     "data length and the model input", number, reading.value, name, was, profile.name)
+        return reading
+    if primary is None:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown tensor type {number} (ABI profile {profile.name})")
+    return primary
+
+
+def decode_encoding(state: StoreState, number: int, profile: AbiProfile | None = None) -> GraphEncoding:
+    profile = profile or profile_of(state)
+    encoding = profile.encodings.get(number)
+    if encoding is None and number == 6 and not state.profile_forced:
+        # 6 is autodetect in WAMR and GGML in WasmEdge; detection from the bytes serves both.
+        encoding = GraphEncoding.AUTODETECT
+    if encoding is None:
+        raise WasiNnError(ErrorCode.INVALID_ENCODING, f"unknown graph encoding {number} (ABI profile {profile.name})")
+    return encoding
+
+
+def decode_target(state: StoreState, number: int, profile: AbiProfile | None = None) -> ExecutionTarget:
+    profile = profile or profile_of(state)
+    target = profile.targets.get(number)
+    if target is None:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown execution target {number} (ABI profile {profile.name})")
+    return target
+
+
+def read_builders(memory: GuestMemory, state: StoreState, array_ptr: int, count: int) -> list[bytes]:
+    count &= U32_MASK
+    if count == 0 or count > MAX_BUILDERS:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{count} graph builders (expected 1 to {MAX_BUILDERS})")
+    raw = memory.read(array_ptr, count * BUILDER.size, "graph builder array")
+    pairs = [BUILDER.unpack_from(raw, i * BUILDER.size) for i in range(count)]
+    total = sum(length for _, length in pairs)
+    if total > state.limits.max_model_bytes:
+        raise WasiNnError(ErrorCode.TOO_LARGE, f"model of {total} bytes exceeds the limit of "
+                                               f"{state.limits.max_model_bytes} bytes")
+    return [memory.read(ptr, length, f"graph builder {i}") for i, (ptr, length) in enumerate(pairs)]
+
+
+def read_name(memory: GuestMemory, ptr: int, length: int) -> str:
+    length &= U32_MASK
+    if length > MAX_NAME_BYTES:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"model name of {length} bytes is too long")
+    raw = memory.read(ptr, length, "model name")
+    if raw.endswith(b"\0"):  # C guests often pass strlen + 1
+        raw = raw[:-1]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "model name is not valid UTF-8") from None
+
+
+def read_config(memory: GuestMemory, ptr: int, length: int) -> dict[str, Any]:
+    length &= U32_MASK
+    if length == 0:
+        return {}
+    if length > MAX_CONFIG_BYTES:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"config of {length} bytes is too long")
+    raw = memory.read(ptr, length, "config")
+    try:
+        config = json.loads(raw.rstrip(b"\0").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"config is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "config must be a JSON object")
+    return config
+
+
+def read_tensor(memory: GuestMemory, state: StoreState, entry: ContextEntry, index: int,
+                tensor_ptr: int) -> Tensor:
+    """The 20-byte witx tensor record, its dims and a zero-copy view of its data."""
+    dims_ptr, rank, type_number, data_ptr, data_len = TENSOR_RECORD.unpack(
+        memory.read(tensor_ptr, TENSOR_RECORD.size, "tensor record"))
+    if rank > MAX_RANK:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {rank} exceeds {MAX_RANK}")
+    dims = memory.u32_array(dims_ptr, rank, "tensor dimensions")
+    dtype = resolve_tensor_type(state, entry, index, type_number, dims, data_len)
+    state.check_input(entry, index, dtype, dims, data_len)
+    return Tensor(dtype, dims, memory.view(data_ptr, data_len, "tensor data"))
+
+
+class EphemeralNn:
+    """The import functions, bound to nothing but the caller's store state."""
+
+    @staticmethod
+    def load(caller: wasmtime.Caller, builders_ptr: int, builders_len: int, encoding: int, target: int,
+             out_graph: int) -> int:
+        state = state_of(caller)
+        try:
+            memory = GuestMemory.of(caller)
+            memory.check(out_graph, 4, "graph out-pointer")
+            builders = read_builders(memory, state, builders_ptr, builders_len)
+            handle = state.load(builders, decode_encoding(state, encoding), decode_target(state, target))
+            memory.write_u32(out_graph, handle, "graph out-pointer")
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "load", error)
+        except Exception as exc:
+            return internal_error(state, "load", exc)
+
+    @staticmethod
+    def load_by_name(caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> int:
+        state = state_of(caller)
+        try:
+            memory = GuestMemory.of(caller)
+            memory.check(out_graph, 4, "graph out-pointer")
+            handle = state.load_by_name(read_name(memory, name_ptr, name_len))
+            memory.write_u32(out_graph, handle, "graph out-pointer")
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "load_by_name", error)
+        except Exception as exc:
+            return internal_error(state, "load_by_name", exc)
+
+    @staticmethod
+    def load_by_name_with_config(caller: wasmtime.Caller, name_ptr: int, name_len: int, config_ptr: int,
+                                 config_len: int, out_graph: int) -> int:
+        state = state_of(caller)
+        try:
+            memory = GuestMemory.of(caller)
+            memory.check(out_graph, 4, "graph out-pointer")
+            name = read_name(memory, name_ptr, name_len)
+            handle = state.load_by_name(name, read_config(memory, config_ptr, config_len))
+            memory.write_u32(out_graph, handle, "graph out-pointer")
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "load_by_name_with_config", error)
+        except Exception as exc:
+            return internal_error(state, "load_by_name_with_config", exc)
+
+    @staticmethod
+    def init_execution_context(caller: wasmtime.Caller, graph: int, out_context: int) -> int:
+        state = state_of(caller)
+        try:
+            memory = GuestMemory.of(caller)
+            memory.check(out_context, 4, "context out-pointer")
+            handle = state.init_execution_context(graph & U32_MASK)
+            memory.write_u32(out_context, handle, "context out-pointer")
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "init_execution_context", error)
+        except Exception as exc:
+            return internal_error(state, "init_execution_context", exc)
+
+    @staticmethod
+    def set_input(caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> int:
+        state = state_of(caller)
+        try:
+            entry = state.context(context & U32_MASK)
+            index &= U32_MASK
+            tensor = read_tensor(GuestMemory.of(caller), state, entry, index, tensor_ptr)
+            state.run_set_input(entry, index, tensor)
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "set_input", error)
+        except Exception as exc:
+            return internal_error(state, "set_input", exc)
+
+    @staticmethod
+    def compute(caller: wasmtime.Caller, context: int) -> int:
+        state = state_of(caller)
+        try:
+            state.compute(context & U32_MASK)
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "compute", error)
+        except Exception as exc:
+            return internal_error(state, "compute", exc)
+
+    @staticmethod
+    def get_output(caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
+                   out_written: int) -> int:
+        state = state_of(caller)
+        try:
+            memory = GuestMemory.of(caller)
+            memory.check(out_written, 4, "bytes-written out-pointer")
+            array = state.get_output(context & U32_MASK, index & U32_MASK)
+            nbytes = array.nbytes
+            if nbytes > (out_max & U32_MASK):
+                # Tell the guest how much it needs (WasmEdge and WAMR-ONNX do; harmless for others).
+                memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+                raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} is {nbytes} bytes but the "
+                                                       f"guest buffer holds {out_max & U32_MASK}")
+            memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
+            memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "get_output", error)
+        except Exception as exc:
+            return internal_error(state, "get_output", exc)
+
+    @staticmethod
+    def unload(caller: wasmtime.Caller, graph: int) -> int:
+        state = state_of(caller)
+        try:
+            state.unload(graph & U32_MASK)
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "unload", error)
+        except Exception as exc:
+            return internal_error(state, "unload", exc)
+
+    @staticmethod
+    def finalize_execution_context(caller: wasmtime.Caller, context: int) -> int:
+        state = state_of(caller)
+        try:
+            state.finalize_execution_context(context & U32_MASK)
+            return 0
+        except WasiNnError as error:
+            return errno_for(state, "finalize_execution_context", error)
+        except Exception as exc:
+            return internal_error(state, "finalize_execution_context", exc)
+
+    # WasmEdge's token-streaming calls: defined so that WasmEdge guests instantiate; no backend streams yet.
+    @staticmethod
+    def compute_single(caller: wasmtime.Caller, context: int) -> int:
+        state = state_of(caller)
+        return errno_for(state, "compute_single", WasiNnError(
+            ErrorCode.UNSUPPORTED_OPERATION, "token streaming (compute_single) is not supported by any backend"))
+
+    @staticmethod
+    def get_output_single(caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
+                          out_written: int) -> int:
+        state = state_of(caller)
+        return errno_for(state, "get_output_single", WasiNnError(
+            ErrorCode.UNSUPPORTED_OPERATION, "token streaming (get_output_single) is not supported by any backend"))
+
+    @staticmethod
+    def fini_single(caller: wasmtime.Caller, context: int) -> int:
+        state = state_of(caller)
+        return errno_for(state, "fini_single", WasiNnError(
+            ErrorCode.UNSUPPORTED_OPERATION, "token streaming (fini_single) is not supported by any backend"))
+
+
+#: name -> (number of i32 parameters, implementation); every function returns one i32.
+FUNCTIONS: dict[str, tuple[int, Callable[..., int]]] = {
+    "load": (5, EphemeralNn.load),
+    "load_by_name": (3, EphemeralNn.load_by_name),
+    "load_by_name_with_config": (5, EphemeralNn.load_by_name_with_config),
+    "init_execution_context": (2, EphemeralNn.init_execution_context),
+    "set_input": (3, EphemeralNn.set_input),
+    "compute": (1, EphemeralNn.compute),
+    "get_output": (5, EphemeralNn.get_output),
+    "unload": (1, EphemeralNn.unload),
+    "finalize_execution_context": (1, EphemeralNn.finalize_execution_context),
+    "compute_single": (1, EphemeralNn.compute_single),
+    "get_output_single": (5, EphemeralNn.get_output_single),
+    "fini_single": (1, EphemeralNn.fini_single),
+}

@@ -1,0 +1,1 @@
+"""The ``wasinn`` command line: ``run``, ``backends``, ``explain``, ``hardware``."""

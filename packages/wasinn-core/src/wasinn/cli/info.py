@@ -1,0 +1,69 @@
+"""``wasinn backends``, ``wasinn explain`` and ``wasinn hardware``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from wasinn import hardware
+from wasinn.cli.main import print_json, resolve_paths
+from wasinn.cli.options import parse_encoding, parse_target
+from wasinn.host.host import WasiNnHost
+
+
+def backends_command(args: argparse.Namespace) -> int:
+    host = WasiNnHost()
+    report = host.backends_report()
+    if args.probe:
+        devices = host.backend_devices()
+        for entry in report:
+            entry["devices"] = [{"kind": d.kind.value, "name": d.name, "vendor": d.vendor}
+                                for d in devices if d.source == entry["name"]]
+    if args.json:
+        print_json(report)
+        return 0
+    if not report:
+        print("No backend is installed. Install one, e.g.: pip install wasinn-backend-onnx")
+        return 0
+    for entry in report:
+        status = "available" if entry["available"] else f"UNAVAILABLE: {entry['unavailable_reason']}"
+        dist = f"{entry['distribution']} {entry['version']}" if entry["distribution"] else "(registered in code)"
+        runtime = f"{entry['runtime']} {entry['runtime_version'] or '?'}" if entry["runtime"] else "-"
+        print(f"{entry['name']}: {status}")
+        print(f"  distribution: {dist}")
+        print(f"  runtime:      {runtime}")
+        print(f"  formats:      {', '.join(entry['formats']) or '-'}")
+        print(f"  targets:      {', '.join(entry['targets']) or '-'}")
+        if entry["tensor_types"]:
+            print(f"  tensor types: {', '.join(entry['tensor_types'])}")
+        if args.probe:
+            found = ", ".join(f"{d['kind']}: {d['name']}" for d in entry["devices"]) or "cpu only"
+            print(f"  devices:      {found}")
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    host = WasiNnHost()
+    paths = resolve_paths(args.paths)
+    builders = [p.read_bytes() for p in paths]
+    encoding = parse_encoding(args.encoding) if args.encoding else None
+    ranking = host.explain(builders, target=parse_target(args.target), encoding=encoding, paths=paths)
+    if args.json:
+        print_json(ranking.to_dict())
+        return 0 if ranking.winner else 1
+    print(f"model:  {', '.join(str(p) for p in paths)}")
+    print(f"format: {ranking.model.format.value}   target: {ranking.model.target.value}")
+    for position, candidate in enumerate(ranking.candidates, 1):
+        score = f"{candidate.score:6g}" if candidate.score is not None else "     -"
+        device = f" [{candidate.device}]" if candidate.device else ""
+        print(f"  {position}. {candidate.backend:<12} {score}{device}  {candidate.reason}")
+    winner = ranking.winner
+    print(f"winner: {winner.backend}" if winner else "winner: none - no installed backend can serve this model")
+    return 0 if winner else 1
+
+
+def hardware_command(args: argparse.Namespace) -> int:
+    host = WasiNnHost()
+    snapshot = host.hardware if args.probe else hardware.probe()
+    print(json.dumps(snapshot.to_dict(), indent=2))
+    return 0

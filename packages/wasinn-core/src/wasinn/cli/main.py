@@ -1,0 +1,127 @@
+"""``wasinn`` command line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from wasinn import __version__
+from wasinn.abi.profiles import PROFILES
+from wasinn.errors import ConfigurationError, WasiNnError
+
+log = logging.getLogger("wasinn")
+
+EPILOG = "Environment: WASINN_BACKENDS (allow-list), WASINN_DISABLE_BACKENDS (deny-list), WASINN_HARDWARE (JSON)."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wasinn", description="The WASI-NN host for Python.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"wasinn {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0,
+                           help="show the ranking, timings and ABI details (-vv: debug)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="show only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a WASI module with wasi-nn served by wasinn",
+                         description="Run a WASI preview1 module (.wasm or .wat); exit status = the guest's.",
+                         epilog=EPILOG)
+    run.add_argument("module", metavar="MODULE", help="the .wasm or .wat file")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the guest")
+    run.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
+                     help="preopen a host directory (as GUEST inside the guest; default: same path)")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="set a guest environment variable")
+    run.add_argument("--nn-graph", action="append", default=[], metavar="NAME=PATH[,PATH...] | ENCODING::DIR",
+                     help="register a named model (format sniffed), or Wasmtime's ENCODING::DIR form")
+    run.add_argument("--nn-preload", action="append", default=[], metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
+                     help="register a named model, WasmEdge syntax")
+    run.add_argument("--backend", metavar="NAME", help="force this backend for every model")
+    run.add_argument("--prefer", action="append", default=[], metavar="[FORMAT=]BACKEND[,BACKEND...]",
+                     help="break score ties in this order (for one format, or all)")
+    run.add_argument("--target", metavar="cpu|gpu|tpu", help="execution target of the --nn-graph models (default cpu)")
+    run.add_argument("--abi", choices=sorted(PROFILES), help="force the guest's numbering profile (default: inferred)")
+    run.add_argument("--fuel", type=int, metavar="N", help="trap the guest after N units of fuel")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="trap the guest after this wall time")
+    run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
+
+    backends = sub.add_parser("backends", help="list installed backends")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.add_argument("--probe", action="store_true",
+                          help="also import each runtime and list the devices it sees (slower)")
+
+    explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner")
+    explain.add_argument("paths", nargs="+", metavar="PATH", help="model file(s); OpenVINO IR: the .xml (and .bin)")
+    explain.add_argument("--target", default="cpu", metavar="cpu|gpu|tpu")
+    explain.add_argument("--encoding", metavar="ENCODING", help="encoding a guest would claim (default: autodetect)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+
+    hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against")
+    hardware.add_argument("--probe", action="store_true", help="include the devices each backend's runtime sees")
+    return parser
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("wasinn: %(message)s"))
+    root = logging.getLogger("wasinn")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if verbose == 0 and not quiet:
+        # Without -v, show the backend choice and problems, not every ABI detail.
+        logging.getLogger("wasinn.abi").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    configure_logging(args.verbose, args.quiet)
+    try:
+        if args.command == "run":
+            from wasinn.cli.run import run_command
+            return run_command(args)
+        if args.command == "backends":
+            from wasinn.cli.info import backends_command
+            return backends_command(args)
+        if args.command == "explain":
+            from wasinn.cli.info import explain_command
+            return explain_command(args)
+        if args.command == "hardware":
+            from wasinn.cli.info import hardware_command
+            return hardware_command(args)
+    except ConfigurationError as exc:
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return 2
+    except WasiNnError as exc:
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def resolve_paths(paths: Sequence[str]) -> list[Path]:
+    files = [Path(p) for p in paths]
+    if len(files) == 1 and files[0].suffix == ".xml":
+        files.append(files[0].with_suffix(".bin"))
+    for file in files:
+        if not file.is_file():
+            raise ConfigurationError(f"{file} is not a file")
+    return files

@@ -1,0 +1,119 @@
+"""Work out a model's format from its bytes, without trusting the guest.
+
+Each detector looks only at the bytes (a few header bytes, or a bounded walk over protobuf fields),
+so detection costs microseconds and cannot crash on hostile input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wasinn.enums import ModelFormat
+
+Buffer = bytes | bytearray | memoryview
+
+
+def detect_format(builders: Sequence[Buffer]) -> ModelFormat:
+    """The format of a model given as graph builders (one buffer, or IR's XML + weights)."""
+    if not builders:
+        return ModelFormat.UNKNOWN
+    first = builders[0]
+    if len(builders) == 2 and is_openvino_xml(first):
+        return ModelFormat.OPENVINO_IR
+    if len(builders) != 1:
+        return ModelFormat.UNKNOWN
+    if is_tflite(first):
+        return ModelFormat.TFLITE
+    if is_gguf(first):
+        return ModelFormat.GGUF
+    if is_torchscript(first):
+        return ModelFormat.TORCHSCRIPT
+    if is_openvino_xml(first):
+        return ModelFormat.UNKNOWN  # IR XML without its weights: not loadable as given
+    if is_onnx(first):
+        return ModelFormat.ONNX
+    return ModelFormat.UNKNOWN
+
+
+def is_tflite(data: Buffer) -> bool:
+    """TFLite flatbuffers carry the file identifier ``TFL3`` at bytes 4..8."""
+    return len(data) >= 8 and bytes(data[4:8]) == b"TFL3"
+
+
+def is_gguf(data: Buffer) -> bool:
+    return len(data) >= 4 and bytes(data[:4]) == b"GGUF"
+
+
+def is_torchscript(data: Buffer) -> bool:
+    """TorchScript archives are zip files (local file header magic) holding a pickled ``data.pkl``."""
+    return len(data) >= 4 and bytes(data[:4]) == b"PK\x03\x04" and b"data.pkl" in bytes(data)
+
+
+def is_openvino_xml(data: Buffer) -> bool:
+    """OpenVINO IR XML: a ``<net`` root element near the start, after the optional prolog."""
+    head = bytes(data[:512]).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"<"):
+        return False
+    return b"<net " in head or b"<net>" in head
+
+
+# ModelProto field numbers and their wire types (onnx.proto). Unknown fields make the walk fail:
+# that is what tells an ONNX model apart from any other protobuf or random bytes.
+_MODEL_PROTO_FIELDS = {
+    1: 0,  # ir_version: varint
+    2: 2,  # producer_name
+    3: 2,  # producer_version
+    4: 2,  # domain
+    5: 0,  # model_version
+    6: 2,  # doc_string
+    7: 2,  # graph
+    8: 2,  # opset_import
+    14: 2,  # metadata_props
+    20: 2,  # training_info
+    25: 2,  # functions
+    26: 2,  # configuration
+}
+
+_MAX_FIELDS_WALKED = 4096
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def is_onnx(data: Buffer) -> bool:
+    """True if ``data`` parses as an ONNX ModelProto at the top level and has a graph.
+
+    ONNX has no magic number, so this walks the top-level protobuf fields (bounded) and checks
+    each against ModelProto's field table; the nested graph is left to the runtime.
+    """
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    pos, seen_graph, seen_ir_version = 0, False, False
+    try:
+        for _ in range(_MAX_FIELDS_WALKED):
+            if pos == len(view):
+                return seen_graph and seen_ir_version
+            key, pos = _varint(view, pos)
+            number, wire = key >> 3, key & 7
+            if _MODEL_PROTO_FIELDS.get(number) != wire:
+                return False
+            if wire == 0:
+                _, pos = _varint(view, pos)
+            else:
+                length, pos = _varint(view, pos)
+                pos += length
+                if pos > len(view):
+                    return False
+            seen_graph |= number == 7
+            seen_ir_version |= number == 1
+    except ValueError:
+        return False
+    return False

@@ -1,0 +1,219 @@
+"""The backend contract: everything a wasinn backend author needs is in this module.
+
+A backend is a Python object (usually a module) whose functions are marked with :data:`hookimpl`,
+published through the entry-point group ``wasinn.backends``::
+
+    # pyproject.toml
+    [project.entry-points."wasinn.backends"]
+    mybackend = "wasinn_backend_mine"
+
+The entry-point name is the backend's name (``--backend mybackend``). Import your runtime lazily,
+inside the hooks: importing wasinn and listing backends must stay fast.
+
+How wasinn uses the hooks:
+
+* ``backend_info`` is asked once, when backends are discovered (must be cheap).
+* ``can_handle`` is asked of **every** backend when a model is loaded; the highest :class:`Score`
+  wins (ties: the user's preference order, then the name). Return ``None`` or a :class:`Decline`
+  when you cannot serve the model.
+* ``load`` is then called on the winner only; ``init_execution_context``, ``set_input``,
+  ``compute`` and ``get_output`` only on the backend that owns the graph or context.
+* ``unload`` and ``finalize_execution_context`` (optional) release what ``load`` and
+  ``init_execution_context`` made; they are called on the guest's request, when the store closes
+  or is garbage-collected, and when the host closes.
+
+Errors: raise :class:`WasiNnError` with an :class:`ErrorCode` to choose what the guest receives;
+any other exception becomes ``runtime_error`` and is logged with its message.
+
+Scores (guidelines; see the backend author's guide): 100 = the format's native runtime on the
+requested target with the best device for it; 50-90 = native runtime, generic device or less
+tuned; 10-49 = a second-choice runtime that can read the format; below 10 = works, but only as a
+last resort. Consider ``model.target`` honestly: if you cannot meet it, ``Decline`` with
+``ErrorCode.UNSUPPORTED_OPERATION`` rather than running on the CPU.
+
+Threading: separate contexts may be used from separate threads at the same time. If your runtime
+cannot run two contexts of one graph concurrently, set ``BackendInfo.concurrent_contexts=False``
+and wasinn serialises them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from wasinn.enums import ErrorCode, ExecutionTarget, ModelFormat, TensorType
+from wasinn.errors import WasiNnError
+from wasinn.hardware import Device, Hardware
+from wasinn.model import ModelDescription
+from wasinn.tensor import Tensor, TensorSpec
+
+PROJECT = "wasinn"
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Mark each hook function of a backend with ``@hookimpl``.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = [
+    "BackendInfo",
+    "Context",
+    "Decline",
+    "Device",
+    "ErrorCode",
+    "ExecutionTarget",
+    "Graph",
+    "Hardware",
+    "ModelDescription",
+    "ModelFormat",
+    "Score",
+    "Tensor",
+    "TensorSpec",
+    "TensorType",
+    "WasiNnError",
+    "hookimpl",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """What ``wasinn backends`` shows about a backend, known without importing its runtime.
+
+    ``unavailable`` is a reason string when the backend is installed but cannot work (its runtime
+    is missing, say); such a backend is listed but never asked to load anything.
+    """
+
+    runtime: str
+    runtime_version: str | None
+    formats: tuple[ModelFormat, ...]
+    targets: tuple[ExecutionTarget, ...] = (ExecutionTarget.CPU,)
+    tensor_types: tuple[TensorType, ...] = ()
+    concurrent_contexts: bool = True
+    summary: str = ""
+    unavailable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """How well a backend fits a model on this hardware, and why (shown by ``wasinn explain``).
+
+    ``device`` names what would run it (an execution provider, an OpenVINO device, a delegate).
+    """
+
+    value: float
+    reason: str
+    device: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """A reasoned "no" from ``can_handle``.
+
+    ``code`` is what the guest receives if this backend was forced (``--backend``): usually
+    ``INVALID_ENCODING`` for a format it cannot read, ``UNSUPPORTED_OPERATION`` for a target it
+    cannot meet.
+    """
+
+    reason: str
+    code: ErrorCode = ErrorCode.INVALID_ENCODING
+
+
+@dataclass(slots=True)
+class Graph:
+    """A loaded model, returned by ``load``. Subclass it or keep runtime objects in ``state``.
+
+    ``inputs`` and ``outputs`` list the model's tensors in index order (the wasi-nn index is the
+    position here); ``device`` says what runs it.
+    """
+
+    inputs: Sequence[TensorSpec]
+    outputs: Sequence[TensorSpec]
+    device: str = "cpu"
+    state: Any = None
+
+
+@dataclass(slots=True)
+class Context:
+    """An execution context of a graph, returned by ``init_execution_context``.
+
+    Must be cheap to create: heavy work (sessions, compilation) belongs to ``load``.
+    """
+
+    graph: Graph
+    state: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@hookspec
+def backend_info() -> BackendInfo:  # type: ignore[empty-body]
+    """Describe the backend. Must be cheap: do not import the runtime here."""
+
+
+@hookspec
+def devices() -> Sequence[Device]:  # type: ignore[empty-body]
+    """(Optional) The accelerators the runtime can see; may import the runtime.
+
+    Called lazily (``wasinn backends --probe``, and before the first load) and merged into the
+    :class:`Hardware` snapshot that every backend scores against.
+    """
+
+
+@hookspec
+def detect_format(builders: Sequence[bytes]) -> str | None:
+    """(Optional) Recognise a format of your own that the built-in detectors do not know.
+
+    Return its name (e.g. ``"npz-mlp"``, then list ``ModelFormat("npz-mlp")`` in
+    ``BackendInfo.formats``), or ``None``. Look only at the bytes, cheaply; never raise.
+    """
+
+
+@hookspec
+def can_handle(model: ModelDescription, hw: Hardware) -> Score | Decline | None:
+    """Score how well this backend serves ``model`` on ``hw`` (see the module docstring).
+
+    Do not load the model here: this is asked of every backend at every load.
+    """
+
+
+@hookspec
+def load(model: ModelDescription, hw: Hardware) -> Graph:  # type: ignore[empty-body]
+    """Load (compile) the model once. The returned graph may be shared by many stores."""
+
+
+@hookspec
+def init_execution_context(graph: Graph) -> Context:  # type: ignore[empty-body]
+    """Make a new execution context for ``graph``."""
+
+
+@hookspec
+def set_input(context: Context, index: int, tensor: Tensor) -> None:
+    """Bind input ``index``. ``tensor.data`` is a view valid only during this call: copy it.
+
+    Check the tensor against the model (raise ``WasiNnError(INVALID_ARGUMENT, ...)`` naming the
+    expected type and shape). The core has already checked the index range and that the byte
+    length matches the dimensions.
+    """
+
+
+@hookspec
+def compute(context: Context) -> None:
+    """Run inference with the inputs set so far."""
+
+
+@hookspec
+def get_output(context: Context, index: int) -> np.ndarray:  # type: ignore[empty-body]
+    """Return output ``index`` as a C-contiguous ndarray (a view of the runtime's buffer is fine).
+
+    The core copies it once, straight into the guest's buffer, before the next hook call.
+    """
+
+
+@hookspec
+def unload(graph: Graph) -> None:
+    """(Optional) Release a graph. Called once per graph."""
+
+
+@hookspec
+def finalize_execution_context(context: Context) -> None:
+    """(Optional) Release a context. Called once per context."""

@@ -1,0 +1,1 @@
+"""Host-side state: the embedder API (:class:`WasiNnHost`), per-store tables, named models, limits."""

@@ -1,0 +1,312 @@
+"""The embedder's entry point: :class:`WasiNnHost`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from wasinn import formats, hardware, ranking
+from wasinn.enums import ENCODING_FORMAT, ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat
+from wasinn.errors import ConfigurationError, WasiNnError
+from wasinn.hardware import Hardware
+from wasinn.hookspecs import Graph
+from wasinn.host.limits import Limits
+from wasinn.host.named import NamedModel, NamedModels, config_key
+from wasinn.host.state import LoadedGraph, StoreState, call_backend, graph_lock
+from wasinn.model import ModelDescription
+from wasinn.plugins import Backend, BackendRegistry, discover
+
+log = logging.getLogger("wasinn")
+
+
+class WasiNnHost:
+    """Serves ``wasi_ephemeral_nn`` to the guests of any number of stores.
+
+    Typical use::
+
+        host = wasinn.WasiNnHost()
+        host.register_model("digits", "digits.onnx")
+        linker = wasmtime.Linker(engine); linker.define_wasi(); host.add_to_linker(linker)
+        store = host.new_store(engine)
+        ...
+
+    Parameters: ``backends`` adds backend objects by name (entry points are still discovered
+    unless ``entry_points=False``); ``allow``/``deny`` override ``WASINN_BACKENDS`` /
+    ``WASINN_DISABLE_BACKENDS``; ``backend`` forces one backend for every load; ``prefer`` maps an
+    encoding (or ``"*"``) to backend names that win ties; ``hardware`` replaces the probed
+    snapshot; ``limits`` caps what each store may hold; ``abi`` forces a numbering profile
+    (default: chosen per module, see :mod:`wasinn.abi.profiles`).
+    """
+
+    def __init__(
+        self,
+        *,
+        backends: Mapping[str, object] | None = None,
+        entry_points: bool = True,
+        allow: Iterable[str] | None = None,
+        deny: Iterable[str] | None = None,
+        backend: str | None = None,
+        prefer: Mapping[str, Sequence[str]] | None = None,
+        hardware: Hardware | None = None,
+        limits: Limits | None = None,
+        abi: str | None = None,
+    ) -> None:
+        self.registry: BackendRegistry = discover(allow=allow, deny=deny, extra=backends,
+                                                  use_entry_points=entry_points)
+        self.forced_backend = backend
+        self.prefer = {key: list(value) for key, value in (prefer or {}).items()}
+        self.limits = limits or Limits()
+        self.named = NamedModels()
+        self._hardware = hardware
+        self._hardware_lock = threading.Lock()
+        self.abi = abi
+        if abi is not None:
+            from wasinn.abi.profiles import get_profile
+            get_profile(abi)  # fail fast on an unknown profile name
+        self._closed = False
+        #: Optional ``description -> context manager`` wrapped around each backend load (the CLI
+        #: shows a progress spinner with it when attached to a terminal).
+        self.load_progress: Callable[[str], AbstractContextManager[Any]] | None = None
+        if backend is not None and self.registry.get(backend) is None:
+            raise ConfigurationError(f"--backend {backend}: no such backend is installed "
+                                     f"(installed: {', '.join(self.registry.names) or 'none'})")
+
+    # -- backends and hardware -----------------------------------------------------------------
+    @property
+    def backends(self) -> list[Backend]:
+        """Every discovered backend, available or not."""
+        return list(self.registry)
+
+    @property
+    def hardware(self) -> Hardware:
+        """The hardware snapshot backends score against (probed once, with backends' devices)."""
+        if self._hardware is None:
+            with self._hardware_lock:
+                if self._hardware is None:
+                    snapshot = hardware.probe()
+                    if not os.environ.get(hardware.HARDWARE_ENV):
+                        snapshot = snapshot.with_devices(self.backend_devices())
+                    self._hardware = snapshot
+        return self._hardware
+
+    def backend_devices(self) -> list[hardware.Device]:
+        """Ask each available backend's ``devices`` hook (imports their runtimes)."""
+        found: list[hardware.Device] = []
+        for backend in self.registry.available():
+            hook = backend.hook("devices")
+            if hook is None:
+                continue
+            try:
+                found.extend(hook())
+            except Exception as exc:
+                log.warning("backend %s: devices failed: %s", backend.name, exc)
+        return found
+
+    # -- models ----------------------------------------------------------------------------------
+    def register_model(
+        self,
+        name: str,
+        source: str | Path | bytes | Sequence[str | Path | bytes],
+        *,
+        encoding: GraphEncoding | str | None = None,
+        target: ExecutionTarget | str = ExecutionTarget.CPU,
+        config: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+    ) -> NamedModel:
+        """Make a model available to guests as ``load_by_name(name)``.
+
+        ``source`` is a path, bytes, or a list of them (OpenVINO IR: XML then weights). It is read
+        and compiled on first use and shared by every store of this host.
+        """
+        return self.named.register(name, source, encoding=encoding, target=target, config=config,
+                                   backend=backend)
+
+    def describe_model(
+        self,
+        builders: Sequence[bytes | bytearray | memoryview],
+        *,
+        encoding: GraphEncoding | None = None,
+        target: ExecutionTarget = ExecutionTarget.CPU,
+        name: str | None = None,
+        paths: Sequence[Path] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> ModelDescription:
+        """Detect the format and build the :class:`ModelDescription` backends are asked about.
+
+        An explicit encoding that contradicts the bytes is ``invalid_encoding``; bytes that are
+        recognisable as no format at all are ``invalid_argument``.
+        """
+        if not builders:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "load needs at least one graph builder")
+        detected = self.detect_format(builders)
+        if encoding is None or encoding is GraphEncoding.AUTODETECT:
+            if detected == ModelFormat.UNKNOWN:
+                raise WasiNnError(ErrorCode.INVALID_ENCODING, f"cannot recognise the model format of "
+                                                              f"{len(builders)} builder(s) to autodetect")
+            fmt = detected
+            encoding = None
+        else:
+            fmt = ENCODING_FORMAT[encoding]
+            if detected != ModelFormat.UNKNOWN and detected != fmt:
+                raise WasiNnError(ErrorCode.INVALID_ENCODING, f"encoding {encoding.value} was given but the "
+                                                              f"bytes are a {detected.value} model")
+            if detected == ModelFormat.UNKNOWN and fmt != ModelFormat.TENSORFLOW:
+                raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"the bytes are not a valid {fmt.value} model "
+                                                              f"({len(builders)} builder(s))")
+        return ModelDescription(
+            format=fmt,
+            builders=tuple(bytes(b) for b in builders),
+            target=target,
+            encoding=encoding,
+            name=name,
+            paths=tuple(paths) if paths else None,
+            config=dict(config or {}),
+        )
+
+    def detect_format(self, builders: Sequence[bytes | bytearray | memoryview]) -> ModelFormat:
+        """The built-in detectors first, then each backend's optional ``detect_format`` hook."""
+        detected = formats.detect_format(builders)
+        if detected != ModelFormat.UNKNOWN:
+            return detected
+        for backend in self.registry.available():
+            hook = backend.hook("detect_format")
+            if hook is None:
+                continue
+            try:
+                answer = hook(builders=tuple(builders))
+            except Exception as exc:
+                log.warning("backend %s: detect_format failed: %s", backend.name, exc)
+                continue
+            if answer:
+                return ModelFormat(answer)
+        return ModelFormat.UNKNOWN
+
+    def rank(self, model: ModelDescription, *, backend: str | None = None) -> ranking.Ranking:
+        """Every backend's score for ``model``, best first (what ``wasinn explain`` shows)."""
+        forced = backend or self.forced_backend
+        prefer = self.prefer.get(model.encoding.value if model.encoding else model.format.value) \
+            or self.prefer.get(model.format.value) or self.prefer.get("*", [])
+        return ranking.rank(model, self.hardware, self.registry, forced=forced, prefer=prefer)
+
+    def load_description(self, model: ModelDescription, *, backend: str | None = None,
+                         shared: bool = False) -> LoadedGraph:
+        """Rank, choose and load: the heart of ``load``."""
+        result = self.rank(model, backend=backend)
+        winner = ranking.choose(result)
+        log.info("%s", result.summary())
+        chosen = self.registry.get(winner.backend)
+        assert chosen is not None
+        started = time.perf_counter()
+        progress = self.load_progress(f"loading {model.describe()} on {chosen.name}") if self.load_progress \
+            else nullcontext()
+        with progress:
+            graph = call_backend(chosen, "load", chosen.hooks["load"], model, self.hardware)
+        if not isinstance(graph, Graph):
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {chosen.name}: load returned "
+                                                       f"{type(graph).__name__}, not Graph")
+        log.debug("backend %s loaded %s in %.1f ms (device %s)", chosen.name, model.describe(),
+                  (time.perf_counter() - started) * 1000, graph.device)
+        concurrent = chosen.info.concurrent_contexts if chosen.info else True
+        return LoadedGraph(backend=chosen, graph=graph, description=model.describe(), model_bytes=model.size,
+                           shared=shared, lock=graph_lock(concurrent))
+
+    def load_model(self, builders: Sequence[bytes | bytearray | memoryview], *, encoding: GraphEncoding,
+                   target: ExecutionTarget) -> LoadedGraph:
+        model = self.describe_model(builders, encoding=encoding, target=target)
+        return self.load_description(model)
+
+    def load_named(self, name: str, config: Mapping[str, Any] | None = None) -> LoadedGraph:
+        """The shared graph of a named model (loaded on first use, then cached)."""
+        named = self.named.get(name)
+        if named is None:
+            raise WasiNnError(ErrorCode.NOT_FOUND, f"no model named {name!r} is registered")
+        merged = {**named.config, **(config or {})}
+        key = (name, config_key(merged))
+        cached = self.named.loaded.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        with self.named.lock:
+            cached = self.named.loaded.get(key)
+            if cached is not None:
+                return cached  # type: ignore[no-any-return]
+            if self._closed:
+                raise WasiNnError(ErrorCode.RUNTIME_ERROR, "the host is closed")
+            try:
+                builders = named.read_builders()
+            except OSError as exc:
+                raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"named model {name!r}: cannot read: {exc}") from exc
+            model = self.describe_model(builders, encoding=named.encoding, target=named.target, name=name,
+                                        paths=named.paths, config=merged)
+            loaded = self.load_description(model, backend=named.backend, shared=True)
+            self.named.loaded[key] = loaded
+            return loaded
+
+    # -- stores and linking ----------------------------------------------------------------------
+    def new_store(self, engine: wasmtime.Engine | None = None, *, data: Any = None,
+                  abi: str | None = None) -> wasmtime.Store:
+        """A store whose data is this host's per-store state (your own ``data`` is kept as
+        ``store.data().user_data``)."""
+        store = wasmtime.Store(engine, data=self.new_state(data=data, abi=abi))
+        return store
+
+    def new_state(self, *, data: Any = None, abi: str | None = None) -> StoreState:
+        from wasinn.abi.profiles import get_profile
+        name = abi or self.abi
+        return StoreState(self, profile=get_profile(name) if name else None, user_data=data,
+                          profile_forced=name is not None)
+
+    def add_to_linker(self, linker: wasmtime.Linker) -> None:
+        """Define the ``wasi_ephemeral_nn`` (and legacy WAMR ``wasi_nn``) imports in ``linker``."""
+        from wasinn.abi.linking import define_imports
+        define_imports(self, linker)
+
+    def instantiate(self, store: wasmtime.Store, linker: wasmtime.Linker, module: wasmtime.Module) -> wasmtime.Instance:
+        """Choose the module's numbering profile (unless forced), check its wasi-nn imports and
+        instantiate it."""
+        from wasinn.abi.linking import prepare_module
+        prepare_module(self, store, module)
+        return linker.instantiate(store, module)
+
+    @staticmethod
+    def state(store: wasmtime.Store) -> StoreState:
+        """The wasi-nn state of a store made by :meth:`new_store`."""
+        data = store.data()
+        if not isinstance(data, StoreState):
+            raise ConfigurationError("this store was not created by WasiNnHost.new_store()")
+        return data
+
+    def close(self) -> None:
+        """Release every shared named-model graph. Stores release their own graphs."""
+        with self.named.lock:
+            self._closed = True
+            for loaded in self.named.loaded.values():
+                loaded.release()
+            self.named.loaded.clear()
+
+    def __enter__(self) -> WasiNnHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    def explain(self, builders: Sequence[bytes], *, target: ExecutionTarget = ExecutionTarget.CPU,
+                encoding: GraphEncoding | None = None, paths: Sequence[Path] | None = None,
+                config: Mapping[str, Any] | None = None) -> ranking.Ranking:
+        model = self.describe_model(builders, encoding=encoding, target=target, paths=paths, config=config)
+        return self.rank(model)
+
+    def backends_report(self) -> list[dict[str, Any]]:
+        return [b.to_dict() for b in self.registry]
+
+    def hardware_json(self) -> str:
+        return json.dumps(self.hardware.to_dict(), indent=2)

@@ -1,0 +1,101 @@
+"""Named models: registered by the embedder, loaded once, shared by every store of a host.
+
+A guest reaches them only through ``load_by_name`` with a registered name. Names are plain keys:
+``../etc/passwd`` is just a name that was not registered, and no guest string is ever used as a path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wasinn.enums import ExecutionTarget, GraphEncoding
+from wasinn.errors import ConfigurationError
+
+log = logging.getLogger("wasinn.named")
+
+
+@dataclass(frozen=True, slots=True)
+class NamedModel:
+    """A model the embedder registered under ``name``: from files (``paths``) or bytes (``data``)."""
+
+    name: str
+    paths: tuple[Path, ...] | None = None
+    data: tuple[bytes, ...] | None = None
+    encoding: GraphEncoding | None = None
+    target: ExecutionTarget = ExecutionTarget.CPU
+    config: Mapping[str, Any] = field(default_factory=dict)
+    backend: str | None = None
+
+    def read_builders(self) -> tuple[bytes, ...]:
+        if self.data is not None:
+            return self.data
+        assert self.paths is not None
+        return tuple(path.read_bytes() for path in self.paths)
+
+
+def config_key(config: Mapping[str, Any] | None) -> str:
+    """A canonical text of a config, to key the shared-graph cache."""
+    return json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
+
+
+class NamedModels:
+    """The host's table of named models and their shared, loaded graphs."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, NamedModel] = {}
+        self.lock = threading.RLock()
+        #: (name, config key) -> loaded graph record (owned by the host, shared by stores)
+        self.loaded: dict[tuple[str, str], Any] = {}
+
+    def register(
+        self,
+        name: str,
+        source: str | Path | bytes | Sequence[str | Path | bytes],
+        *,
+        encoding: GraphEncoding | str | None = None,
+        target: ExecutionTarget | str = ExecutionTarget.CPU,
+        config: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+    ) -> NamedModel:
+        if not name:
+            raise ConfigurationError("a named model needs a non-empty name")
+        items: list[str | Path | bytes]
+        items = [source] if isinstance(source, str | Path | bytes) else list(source)
+        if not items:
+            raise ConfigurationError(f"named model {name!r}: no files or bytes given")
+        if all(isinstance(item, bytes) for item in items):
+            paths, data = None, tuple(bytes(item) for item in items)  # type: ignore[arg-type]
+        elif any(isinstance(item, bytes) for item in items):
+            raise ConfigurationError(f"named model {name!r}: mix of paths and bytes")
+        else:
+            paths = tuple(Path(item).expanduser().resolve() for item in items)  # type: ignore[arg-type]
+            for path in paths:
+                if not path.is_file():
+                    raise ConfigurationError(f"named model {name!r}: {path} is not a file")
+            data = None
+        model = NamedModel(
+            name=name,
+            paths=paths,
+            data=data,
+            encoding=GraphEncoding(encoding) if isinstance(encoding, str) else encoding,
+            target=ExecutionTarget(target) if isinstance(target, str) else target,
+            config=dict(config or {}),
+            backend=backend,
+        )
+        with self.lock:
+            if name in self._models:
+                log.info("named model %s re-registered; its loaded graphs stay until the host closes", name)
+            self._models[name] = model
+        return model
+
+    def get(self, name: str) -> NamedModel | None:
+        return self._models.get(name)
+
+    def names(self) -> Iterable[str]:
+        return self._models.keys()

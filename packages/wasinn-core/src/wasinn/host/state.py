@@ -1,0 +1,301 @@
+"""Per-store state: the graph and context tables one guest instance owns, and the five operations.
+
+Everything here speaks symbols (enums, ndarrays, :class:`~wasinn.tensor.Tensor`), never guest
+pointers: the ABI layer (:mod:`wasinn.abi`) does the marshalling, and embedders can call these
+methods directly. Errors are raised as :class:`~wasinn.errors.WasiNnError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from wasinn.errors import WasiNnError
+from wasinn.hookspecs import Context, Graph
+from wasinn.plugins import Backend
+from wasinn.tensor import Tensor, element_count
+
+if TYPE_CHECKING:
+    from wasinn.abi.profiles import AbiProfile
+    from wasinn.host.host import WasiNnHost
+
+log = logging.getLogger("wasinn")
+
+
+def call_backend(backend: Backend, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a backend hook; anything but a WasiNnError becomes ``runtime_error`` (and is logged)."""
+    try:
+        return fn(*args)
+    except WasiNnError:
+        raise
+    except Exception as exc:
+        log.warning("backend %s: %s failed: %s: %s", backend.name, hook, type(exc).__name__, exc)
+        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name}: {hook} failed: {exc}") from exc
+
+
+@dataclass(eq=False)
+class LoadedGraph:
+    """A graph as the host holds it: the backend that owns it and its hook functions, resolved once."""
+
+    backend: Backend
+    graph: Graph
+    description: str
+    model_bytes: int
+    shared: bool  # a named model's graph, owned by the host rather than a store
+    lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    released: bool = False
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        unload = self.backend.hook("unload")
+        if unload is not None:
+            try:
+                unload(graph=self.graph)
+            except Exception as exc:
+                log.warning("backend %s: unload failed: %s", self.backend.name, exc)
+
+
+@dataclass(eq=False, slots=True)
+class ContextEntry:
+    """A context in a store's table, with the hot-path hooks bound for cheap dispatch."""
+
+    loaded: LoadedGraph
+    context: Context
+    set_input: Callable[..., None]
+    compute: Callable[..., None]
+    get_output: Callable[..., Any]
+    input_count: int
+    output_count: int
+
+
+class StoreTables:
+    """The handle tables of one store. Kept apart from :class:`StoreState` so that the store's
+    finalizer can release them without keeping the state object alive."""
+
+    def __init__(self) -> None:
+        self.graphs: dict[int, LoadedGraph] = {}
+        self.contexts: dict[int, ContextEntry] = {}
+        self.next_graph = 0
+        self.next_context = 0
+        self.store_bytes = 0
+        self.closed = False
+
+    def release_all(self) -> None:
+        """Finalize every context and unload every graph this store owns (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for entry in list(self.contexts.values()):
+            _finalize_context(entry)
+        self.contexts.clear()
+        for loaded in list(self.graphs.values()):
+            if not loaded.shared:
+                loaded.release()
+        self.graphs.clear()
+        self.store_bytes = 0
+
+
+def _finalize_context(entry: ContextEntry) -> None:
+    finalize = entry.loaded.backend.hook("finalize_execution_context")
+    if finalize is not None:
+        try:
+            finalize(context=entry.context)
+        except Exception as exc:
+            log.warning("backend %s: finalize_execution_context failed: %s", entry.loaded.backend.name, exc)
+
+
+class StoreState:
+    """The wasi-nn state of one wasmtime store, kept as the store's data (``store.data()``).
+
+    ``user_data`` carries the embedder's own store data, if any.
+    """
+
+    def __init__(self, host: WasiNnHost, profile: AbiProfile | None = None, user_data: Any = None,
+                 *, profile_forced: bool = False) -> None:
+        self.host = host
+        self.limits = host.limits
+        #: The guest's numbering; ``None`` until a module is prepared (then the default, witx).
+        self.profile: AbiProfile | None = profile
+        #: True when the embedder or ``--abi`` chose the profile: no inference, no corrections.
+        self.profile_forced = profile_forced
+        self.user_data = user_data
+        self.tables = StoreTables()
+        self.corrections_logged: set[str] = set()
+        # Runs on store.close() and on garbage collection of the store (wasmtime drops its data).
+        self._finalizer = weakref.finalize(self, self.tables.release_all)
+
+    # -- introspection -------------------------------------------------------------------------
+    @property
+    def graph_count(self) -> int:
+        return len(self.tables.graphs)
+
+    @property
+    def context_count(self) -> int:
+        return len(self.tables.contexts)
+
+    def close(self) -> None:
+        """Release everything now (also happens when the store is closed or collected)."""
+        self._finalizer()
+
+    # -- the operations --------------------------------------------------------------------------
+    def _check_open(self) -> StoreTables:
+        tables = self.tables
+        if tables.closed:
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, "this store's wasi-nn state was closed")
+        return tables
+
+    def _add_graph(self, loaded: LoadedGraph) -> int:
+        tables = self._check_open()
+        if len(tables.graphs) >= self.limits.max_graphs_per_store:
+            if not loaded.shared:
+                loaded.release()
+            raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.graphs)} graphs "
+                                              f"(limit {self.limits.max_graphs_per_store}); unload some first")
+        handle = tables.next_graph
+        tables.next_graph += 1
+        tables.graphs[handle] = loaded
+        if not loaded.shared:
+            tables.store_bytes += loaded.model_bytes
+        return handle
+
+    def load(self, builders: Sequence[bytes | bytearray | memoryview], encoding: GraphEncoding,
+             target: ExecutionTarget) -> int:
+        """``load``: model bytes from the guest. Returns the new graph handle."""
+        tables = self._check_open()
+        size = sum(len(b) for b in builders)
+        if len(tables.graphs) >= self.limits.max_graphs_per_store:
+            raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.graphs)} graphs "
+                                              f"(limit {self.limits.max_graphs_per_store})")
+        if size > self.limits.max_model_bytes:
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"model of {size} bytes exceeds the limit of "
+                                                   f"{self.limits.max_model_bytes} bytes")
+        if tables.store_bytes + size > self.limits.max_store_bytes:
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"store would hold {tables.store_bytes + size} bytes of "
+                                                   f"models (limit {self.limits.max_store_bytes})")
+        loaded = self.host.load_model(builders, encoding=encoding, target=target)
+        return self._add_graph(loaded)
+
+    def load_by_name(self, name: str, config: Mapping[str, Any] | None = None) -> int:
+        """``load_by_name`` / ``load_by_name_with_config``: a model the embedder registered."""
+        self._check_open()
+        loaded = self.host.load_named(name, config)
+        return self._add_graph(loaded)
+
+    def graph(self, handle: int) -> LoadedGraph:
+        loaded = self.tables.graphs.get(handle)
+        if loaded is None:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown graph handle {handle}")
+        return loaded
+
+    def context(self, handle: int) -> ContextEntry:
+        entry = self.tables.contexts.get(handle)
+        if entry is None:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown execution context handle {handle}")
+        return entry
+
+    def init_execution_context(self, graph_handle: int) -> int:
+        tables = self._check_open()
+        loaded = self.graph(graph_handle)
+        if len(tables.contexts) >= self.limits.max_contexts_per_store:
+            raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.contexts)} contexts "
+                                              f"(limit {self.limits.max_contexts_per_store})")
+        backend = loaded.backend
+        context = call_backend(backend, "init_execution_context", backend.hooks["init_execution_context"],
+                               loaded.graph)
+        if not isinstance(context, Context):
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name}: init_execution_context "
+                                                       f"returned {type(context).__name__}, not Context")
+        entry = ContextEntry(
+            loaded=loaded,
+            context=context,
+            set_input=backend.hooks["set_input"],
+            compute=backend.hooks["compute"],
+            get_output=backend.hooks["get_output"],
+            input_count=len(loaded.graph.inputs),
+            output_count=len(loaded.graph.outputs),
+        )
+        handle = tables.next_context
+        tables.next_context += 1
+        tables.contexts[handle] = entry
+        return handle
+
+    def check_input(self, entry: ContextEntry, index: int, dtype: TensorType, dims: Sequence[int],
+                    data_len: int) -> None:
+        """The checks every input passes before a backend sees it."""
+        if entry.input_count and not 0 <= index < entry.input_count:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input index {index} out of range: the model has "
+                                                          f"{entry.input_count} input(s)")
+        expected = element_count(dims) * dtype.itemsize
+        if expected != data_len:
+            shape = "x".join(str(d) for d in dims) or "scalar"
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input {index}: {data_len} bytes of data but "
+                                                          f"{dtype.value}[{shape}] needs {expected}")
+        if data_len > self.limits.max_tensor_bytes:
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"input {index} of {data_len} bytes exceeds the limit "
+                                                   f"of {self.limits.max_tensor_bytes} bytes")
+
+    def set_input(self, context_handle: int, index: int, tensor: Tensor) -> None:
+        entry = self.context(context_handle)
+        self.check_input(entry, index, tensor.dtype, tensor.shape, len(tensor.data))
+        self.run_set_input(entry, index, tensor)
+
+    def run_set_input(self, entry: ContextEntry, index: int, tensor: Tensor) -> None:
+        with entry.loaded.lock:
+            call_backend(entry.loaded.backend, "set_input", entry.set_input, entry.context, index, tensor)
+
+    def compute(self, context_handle: int) -> None:
+        entry = self.context(context_handle)
+        with entry.loaded.lock:
+            call_backend(entry.loaded.backend, "compute", entry.compute, entry.context)
+
+    def get_output(self, context_handle: int, index: int) -> np.ndarray:
+        """The output as a C-contiguous ndarray (possibly a view of the runtime's buffer)."""
+        entry = self.context(context_handle)
+        if entry.output_count and not 0 <= index < entry.output_count:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"output index {index} out of range: the model has "
+                                                          f"{entry.output_count} output(s)")
+        with entry.loaded.lock:
+            result = call_backend(entry.loaded.backend, "get_output", entry.get_output, entry.context, index)
+        if not isinstance(result, np.ndarray):
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {entry.loaded.backend.name}: get_output "
+                                                       f"returned {type(result).__name__}, not an ndarray")
+        return result if result.flags.c_contiguous else np.ascontiguousarray(result)
+
+    def unload(self, graph_handle: int) -> None:
+        """Drop a graph handle. Contexts made from it stay usable until finalized."""
+        tables = self._check_open()
+        loaded = tables.graphs.pop(graph_handle, None)
+        if loaded is None:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown graph handle {graph_handle}")
+        if loaded.shared:
+            return
+        tables.store_bytes -= loaded.model_bytes
+        if not any(entry.loaded is loaded for entry in tables.contexts.values()):
+            loaded.release()
+
+    def finalize_execution_context(self, context_handle: int) -> None:
+        tables = self._check_open()
+        entry = tables.contexts.pop(context_handle, None)
+        if entry is None:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown execution context handle {context_handle}")
+        _finalize_context(entry)
+        loaded = entry.loaded
+        # A graph unloaded while its contexts lived is released with its last context.
+        if (not loaded.shared and loaded not in tables.graphs.values()
+                and not any(e.loaded is loaded for e in tables.contexts.values())):
+            loaded.release()
+
+
+def graph_lock(concurrent: bool) -> AbstractContextManager[Any]:
+    """A per-graph lock for backends whose contexts must not run concurrently."""
+    return nullcontext() if concurrent else threading.Lock()

@@ -1,0 +1,76 @@
+"""Tensors as they pass between the guest, the core and a backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wasinn.enums import TensorType
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A model input or output as the model declares it.
+
+    ``shape`` entries are ``None`` where the model leaves a dimension dynamic; ``dtype`` is ``None``
+    where the backend cannot say. The core uses specs for named tensors, ABI profile disambiguation
+    and error messages.
+    """
+
+    name: str
+    dtype: TensorType | None
+    shape: tuple[int | None, ...] | None
+
+    def accepts_shape(self, shape: Sequence[int]) -> bool:
+        """True when ``shape`` fits this spec (same rank; equal wherever the spec is static)."""
+        if self.shape is None:
+            return True
+        if len(shape) != len(self.shape):
+            return False
+        return all(want is None or want == got for want, got in zip(self.shape, shape, strict=True))
+
+    def describe(self) -> str:
+        """``f32[1,3,?,?]``-style text for logs."""
+        dtype = self.dtype.value if self.dtype else "?"
+        if self.shape is None:
+            return f"{dtype}[...]"
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{dtype}[{dims}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """An input tensor handed to ``set_input``.
+
+    ``data`` is a **zero-copy** view of the guest's linear memory, valid only for the duration of the
+    hook call: a backend that needs the bytes later must copy them (into its runtime's own input
+    buffer, ideally, so that this is the only copy). The core has already checked that
+    ``len(data) == product(shape) * dtype.itemsize``.
+    """
+
+    dtype: TensorType
+    shape: tuple[int, ...]
+    data: memoryview
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The data as an ndarray of ``dtype`` and ``shape`` (still a view: do not keep it)."""
+        return np.frombuffer(self.data, dtype=self.dtype.numpy_dtype).reshape(self.shape)
+
+    @staticmethod
+    def from_numpy(array: np.ndarray, dtype: TensorType | None = None) -> Tensor:
+        """A tensor over a (C-contiguous) ndarray, for embedders and tests."""
+        contiguous = np.ascontiguousarray(array)
+        kind = dtype or TensorType.from_numpy(contiguous.dtype)
+        return Tensor(kind, tuple(int(d) for d in contiguous.shape), memoryview(contiguous).cast("B"))
+
+
+def element_count(shape: Sequence[int]) -> int:
+    """Product of the dimensions (1 for a scalar)."""
+    return math.prod(shape)

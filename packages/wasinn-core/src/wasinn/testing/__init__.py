@@ -1,0 +1,1 @@
+"""The backend conformance kit (see :mod:`wasinn.testing.plugin`)."""

@@ -1,0 +1,1 @@
+"""pytest plugin entry point of wasinn-core (``pytest11``)."""
