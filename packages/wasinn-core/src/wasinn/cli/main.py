@@ -18,18 +18,24 @@ log = logging.getLogger("wasinn")
 EPILOG = "Environment: WASINN_BACKENDS (allow-list), WASINN_DISABLE_BACKENDS (deny-list), WASINN_HARDWARE (JSON)."
 
 
+def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    # Accepted before and after the command name (`wasinn -v run` and `wasinn run -v`).
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=default,
+                           help="show ABI details and timings (-vv: debug)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=default, help="show only errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasinn", description="The WASI-NN host for Python.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"wasinn {__version__}")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="count", default=0,
-                           help="show the ranking, timings and ABI details (-vv: debug)")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="show only errors")
+    add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a WASI module with wasi-nn served by wasinn",
                          description="Run a WASI preview1 module (.wasm or .wat); exit status = the guest's.",
                          epilog=EPILOG)
+    add_verbosity(run, argparse.SUPPRESS)
     run.add_argument("module", metavar="MODULE", help="the .wasm or .wat file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the guest")
     run.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
@@ -49,17 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
 
     backends = sub.add_parser("backends", help="list installed backends")
+    add_verbosity(backends, argparse.SUPPRESS)
     backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.add_argument("--probe", action="store_true",
                           help="also import each runtime and list the devices it sees (slower)")
 
     explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner")
+    add_verbosity(explain, argparse.SUPPRESS)
     explain.add_argument("paths", nargs="+", metavar="PATH", help="model file(s); OpenVINO IR: the .xml (and .bin)")
     explain.add_argument("--target", default="cpu", metavar="cpu|gpu|tpu")
     explain.add_argument("--encoding", metavar="ENCODING", help="encoding a guest would claim (default: autodetect)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
     hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against")
+    add_verbosity(hardware, argparse.SUPPRESS)
     hardware.add_argument("--probe", action="store_true", help="include the devices each backend's runtime sees")
     return parser
 
@@ -72,9 +81,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    if verbose == 0 and not quiet:
-        # Without -v, show the backend choice and problems, not every ABI detail.
-        logging.getLogger("wasinn.abi").setLevel(logging.WARNING)
+    # Without -v, show the backend choice and problems, not every ABI detail.
+    logging.getLogger("wasinn.abi").setLevel(logging.WARNING if verbose == 0 and not quiet else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
