@@ -162,7 +162,8 @@ def _read(path: str | Path) -> str:
 
 def _probe_cpu() -> Cpu:
     arch = platform.machine().lower() or "unknown"
-    vendor, model, flags = "unknown", platform.processor() or "unknown", set()
+    vendor, model = "unknown", platform.processor() or "unknown"
+    flags: set[str] = set()
     for line in _read("/proc/cpuinfo").splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip(), value.strip()

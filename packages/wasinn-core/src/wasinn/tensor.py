@@ -68,7 +68,8 @@ class Tensor:
         """A tensor over a (C-contiguous) ndarray, for embedders and tests."""
         contiguous = np.ascontiguousarray(array)
         kind = dtype or TensorType.from_numpy(contiguous.dtype)
-        return Tensor(kind, tuple(int(d) for d in contiguous.shape), memoryview(contiguous).cast("B"))
+        data = memoryview(contiguous.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        return Tensor(kind, tuple(int(d) for d in contiguous.shape), data)
 
 
 def element_count(shape: Sequence[int]) -> int:

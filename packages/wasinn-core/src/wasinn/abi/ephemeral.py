@@ -46,7 +46,7 @@ def _make_store_data_reader() -> Callable[[wasmtime.Caller], Any]:
 
     def read(caller: wasmtime.Caller) -> Any:
         data = get_data(caller._context())
-        return unintern(data) if data else None
+        return unintern(data) if data else None  # type: ignore[arg-type]
 
     return read
 

@@ -17,7 +17,7 @@ import wasmtime
 from wasinn import formats, hardware, ranking
 from wasinn.enums import ENCODING_FORMAT, ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat
 from wasinn.errors import ConfigurationError, WasiNnError
-from wasinn.hardware import Hardware
+from wasinn.hardware import Device, Hardware
 from wasinn.hookspecs import Graph
 from wasinn.host.limits import Limits
 from wasinn.host.named import NamedModel, NamedModels, config_key
@@ -98,9 +98,9 @@ class WasiNnHost:
                     self._hardware = snapshot
         return self._hardware
 
-    def backend_devices(self) -> list[hardware.Device]:
+    def backend_devices(self) -> list[Device]:
         """Ask each available backend's ``devices`` hook (imports their runtimes)."""
-        found: list[hardware.Device] = []
+        found: list[Device] = []
         for backend in self.registry.available():
             hook = backend.hook("devices")
             if hook is None:

@@ -205,9 +205,9 @@ class TrampolineGuest:
         assert call.ok, f"compute errno {call.errno}"
         results = []
         for j, (dtype, shape) in enumerate(outputs):
-            call, array = self.get_output(ctx.value, j, dtype, shape)
-            assert call.ok and array is not None, f"get_output {j} errno {call.errno}"
-            results.append(array)
+            call, output = self.get_output(ctx.value, j, dtype, shape)
+            assert call.ok and output is not None, f"get_output {j} errno {call.errno}"
+            results.append(output)
         return results
 
     def close(self) -> None:
