@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import wasinn
 from wasinn.testing.guest import TrampolineGuest
 
-REPO = Path(__file__).resolve().parents[3]
-NN_RUN = REPO / "guests" / "nn-run" / "nn-run.wasm"
+TEST_BACKENDS = "fake,fakegpu,broken,incomplete"
 
 
 @pytest.fixture(autouse=True)
 def _clean_backend_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WASINN_BACKENDS", "WASINN_DISABLE_BACKENDS", "WASINN_HARDWARE"):
+    # Hermetic: only the test backends, even where real ones happen to be installed too.
+    for name in ("WASINN_DISABLE_BACKENDS", "WASINN_HARDWARE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WASINN_BACKENDS", TEST_BACKENDS)
     logging.getLogger("wasinn").propagate = True
 
 
@@ -34,3 +34,9 @@ def guest(host: wasinn.WasiNnHost) -> Iterator[TrampolineGuest]:
     g = TrampolineGuest(host)
     yield g
     g.close()
+
+
+@pytest.fixture
+def no_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that register backends in code: the allow-list applies to those too."""
+    monkeypatch.delenv("WASINN_BACKENDS")

@@ -131,7 +131,7 @@ class TestErrorCodes:
         assert guest.load([affine_model()], 99).errno == ERRNO["invalid_encoding"]
         assert guest.load([affine_model()], "autodetect", 9).errno == ERRNO["invalid_argument"]  # bad target
         assert guest.load([]).errno == ERRNO["invalid_argument"]
-        tflite = (__import__("conftest").REPO / "demo" / "models" / "digits.tflite").read_bytes()
+        tflite = (__import__("core_paths").REPO / "demo" / "models" / "digits.tflite").read_bytes()
         assert guest.load([tflite], "tensorflowlite").errno == ERRNO["invalid_encoding"]  # no TFLite backend here
 
     def test_unknown_name_is_not_found(self, guest: TrampolineGuest) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NN_RUN
+from core_paths import NN_RUN
 
 from wasinn.cli.main import main
 from wasinn_test_backends import affine_model

@@ -11,7 +11,8 @@ from wasinn.plugins import discover, parse_name_list
 from wasinn_test_backends.fake import FakeBackend
 
 
-def test_entry_points_are_discovered_each_on_its_own() -> None:
+def test_entry_points_are_discovered_each_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WASINN_BACKENDS")
     registry = discover()
     names = set(registry.names)
     assert {"fake", "fakegpu", "broken", "incomplete"} <= names
@@ -81,6 +82,7 @@ class _MissingRuntime(FakeBackend):
         return BackendInfo("someruntime", None, (ModelFormat.ONNX,), unavailable="someruntime is not installed")
 
 
+@pytest.mark.usefixtures("no_allow_list")
 def test_broken_registrations_are_reported_not_raised() -> None:
     registry = discover(use_entry_points=False, extra={"badsig": _BadSignature(), "raising": _RaisingInfo(),
                                                          "missing": _MissingRuntime()})

@@ -61,7 +61,7 @@ def test_onnx_walk_survives_hostile_varints() -> None:
 
 
 def test_real_onnx_model_is_detected() -> None:
-    from conftest import REPO
+    from core_paths import REPO
 
     model = REPO / "demo" / "models" / "digits.onnx"
     assert detect_format([model.read_bytes()]) == ModelFormat.ONNX

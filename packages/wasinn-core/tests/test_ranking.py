@@ -73,6 +73,7 @@ class Twin(FakeBackend):
     """Same score as ``fake``: only the preference list or the name can break the tie."""
 
 
+@pytest.mark.usefixtures("no_allow_list")
 def test_ties_break_by_preference_then_name() -> None:
     backends = {"zeta": Twin(), "alpha": Twin()}
     host = wasinn.WasiNnHost(backends=backends, entry_points=False, hardware=CPU_MACHINE)
@@ -90,6 +91,7 @@ class Raising(FakeBackend):
         raise RuntimeError("scoring exploded")
 
 
+@pytest.mark.usefixtures("no_allow_list")
 def test_a_raising_can_handle_is_a_reasoned_refusal(caplog: pytest.LogCaptureFixture) -> None:
     host = wasinn.WasiNnHost(backends={"raising": Raising(), "ok": FakeBackend()}, entry_points=False,
                              hardware=CPU_MACHINE)
@@ -100,9 +102,10 @@ def test_a_raising_can_handle_is_a_reasoned_refusal(caplog: pytest.LogCaptureFix
     assert "scoring exploded" in caplog.text
 
 
+@pytest.mark.usefixtures("no_allow_list")
 def test_no_backend_for_the_format_is_invalid_encoding() -> None:
     host = wasinn.WasiNnHost(backends={}, entry_points=False)
-    digits = (__import__("conftest").REPO / "demo" / "models" / "digits.tflite").read_bytes()
+    digits = (__import__("core_paths").REPO / "demo" / "models" / "digits.tflite").read_bytes()
     model = host.describe_model([digits])
     with pytest.raises(WasiNnError) as info:
         choose(host.rank(model))

@@ -95,6 +95,8 @@ def resolve_tensor_type(state: StoreState, entry: ContextEntry, index: int, numb
         return primary
     spec = entry.loaded.graph.inputs[index].dtype if index < entry.input_count else None
     count = element_count(dims)
+    if primary is not None and count * primary.itemsize == data_len and spec in (None, primary):
+        return primary  # the common case: the profile's reading fits; no need to consider others
     readings: list[tuple[str, TensorType]] = []
     for name in (profile.name, *profile.tensor_type_alternates):
         reading = PROFILES[name].tensor_types.get(number)
