@@ -122,3 +122,17 @@ def test_embedder_can_drive_a_state_without_wasm(host: wasinn.WasiNnHost) -> Non
     assert state.get_output(ctx, 0).tolist() == [[3, 3, 3, 3]]
     state.close()
     assert not fake.LIVE_GRAPHS
+
+
+def test_registering_a_name_again_serves_the_new_model(host: wasinn.WasiNnHost) -> None:
+    host.register_model("m", affine_model())
+    guest = TrampolineGuest(host)
+    old = guest.load_by_name("m").value
+    host.register_model("m", affine_model(scale=10, bias=0))
+    new = guest.load_by_name("m").value
+    x = [np.ones((1, 4), np.float32)]
+    assert guest.infer(old, x, [("<f4", (1, 4))])[0].tolist() == [[3, 3, 3, 3]]  # type: ignore[arg-type]
+    assert guest.infer(new, x, [("<f4", (1, 4))])[0].tolist() == [[10, 10, 10, 10]]  # type: ignore[arg-type]
+    guest.close()
+    host.close()
+    assert not fake.LIVE_GRAPHS

@@ -175,7 +175,7 @@ def read_config(memory: GuestMemory, ptr: int, length: int) -> dict[str, Any]:
     raw = memory.read(ptr, length, "config")
     try:
         config = json.loads(raw.rstrip(b"\0").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"config is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "config must be a JSON object")
@@ -203,7 +203,7 @@ class EphemeralNn:
              out_graph: int) -> int:
         state = state_of(caller)
         try:
-            memory = GuestMemory.of(caller)
+            memory = GuestMemory.of(caller, state.memory)
             memory.check(out_graph, 4, "graph out-pointer")
             builders = read_builders(memory, state, builders_ptr, builders_len)
             handle = state.load(builders, decode_encoding(state, encoding), decode_target(state, target))
@@ -218,7 +218,7 @@ class EphemeralNn:
     def load_by_name(caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> int:
         state = state_of(caller)
         try:
-            memory = GuestMemory.of(caller)
+            memory = GuestMemory.of(caller, state.memory)
             memory.check(out_graph, 4, "graph out-pointer")
             handle = state.load_by_name(read_name(memory, name_ptr, name_len))
             memory.write_u32(out_graph, handle, "graph out-pointer")
@@ -233,7 +233,7 @@ class EphemeralNn:
                                  config_len: int, out_graph: int) -> int:
         state = state_of(caller)
         try:
-            memory = GuestMemory.of(caller)
+            memory = GuestMemory.of(caller, state.memory)
             memory.check(out_graph, 4, "graph out-pointer")
             name = read_name(memory, name_ptr, name_len)
             handle = state.load_by_name(name, read_config(memory, config_ptr, config_len))
@@ -248,7 +248,7 @@ class EphemeralNn:
     def init_execution_context(caller: wasmtime.Caller, graph: int, out_context: int) -> int:
         state = state_of(caller)
         try:
-            memory = GuestMemory.of(caller)
+            memory = GuestMemory.of(caller, state.memory)
             memory.check(out_context, 4, "context out-pointer")
             handle = state.init_execution_context(graph & U32_MASK)
             memory.write_u32(out_context, handle, "context out-pointer")
@@ -264,7 +264,7 @@ class EphemeralNn:
         try:
             entry = state.context(context & U32_MASK)
             index &= U32_MASK
-            tensor = read_tensor(GuestMemory.of(caller), state, entry, index, tensor_ptr)
+            tensor = read_tensor(GuestMemory.of(caller, state.memory), state, entry, index, tensor_ptr)
             state.run_set_input(entry, index, tensor)
             return 0
         except WasiNnError as error:
@@ -288,7 +288,7 @@ class EphemeralNn:
                    out_written: int) -> int:
         state = state_of(caller)
         try:
-            memory = GuestMemory.of(caller)
+            memory = GuestMemory.of(caller, state.memory)
             memory.check(out_written, 4, "bytes-written out-pointer")
             array = state.get_output(context & U32_MASK, index & U32_MASK)
             nbytes = array.nbytes

@@ -30,8 +30,9 @@ class GuestMemory:
         self.size = size
 
     @classmethod
-    def of(cls, caller: wasmtime.Caller) -> GuestMemory:
-        memory = caller.get("memory")
+    def of(cls, caller: wasmtime.Caller, cached: wasmtime.Memory | None = None) -> GuestMemory:
+        """The caller's memory; ``cached`` (the store's only instance's memory) skips the export lookup."""
+        memory = cached if cached is not None else caller.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             raise WasiNnError(ErrorCode.MISSING_MEMORY, "the guest exports no linear memory named 'memory'")
         size = memory.data_len(caller)

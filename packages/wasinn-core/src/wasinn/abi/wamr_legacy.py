@@ -40,7 +40,7 @@ PAIR = struct.Struct("<II")
 def load(caller: wasmtime.Caller, builder_array: int, encoding: int, target: int, out_graph: int) -> int:
     state = state_of(caller)
     try:
-        memory = GuestMemory.of(caller)
+        memory = GuestMemory.of(caller, state.memory)
         memory.check(out_graph, 4, "graph out-pointer")
         builders_ptr, builders_len = PAIR.unpack(memory.read(builder_array, PAIR.size, "graph builder array"))
         builders = read_builders(memory, state, builders_ptr, builders_len)
@@ -56,7 +56,7 @@ def load(caller: wasmtime.Caller, builder_array: int, encoding: int, target: int
 def load_by_name(caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> int:
     state = state_of(caller)
     try:
-        memory = GuestMemory.of(caller)
+        memory = GuestMemory.of(caller, state.memory)
         memory.check(out_graph, 4, "graph out-pointer")
         handle = state.load_by_name(read_name(memory, name_ptr, name_len))
         memory.write_u32(out_graph, handle, "graph out-pointer")
@@ -70,7 +70,7 @@ def load_by_name(caller: wasmtime.Caller, name_ptr: int, name_len: int, out_grap
 def init_execution_context(caller: wasmtime.Caller, graph: int, out_context: int) -> int:
     state = state_of(caller)
     try:
-        memory = GuestMemory.of(caller)
+        memory = GuestMemory.of(caller, state.memory)
         memory.check(out_context, 4, "context out-pointer")
         handle = state.init_execution_context(graph & U32_MASK)
         memory.write_u32(out_context, handle, "context out-pointer")
@@ -84,7 +84,7 @@ def init_execution_context(caller: wasmtime.Caller, graph: int, out_context: int
 def set_input(caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> int:
     state = state_of(caller)
     try:
-        memory = GuestMemory.of(caller)
+        memory = GuestMemory.of(caller, state.memory)
         entry = state.context(context & U32_MASK)
         index &= U32_MASK
         dims_pair, type_number, data_ptr = LEGACY_TENSOR.unpack(memory.read(tensor_ptr, LEGACY_TENSOR.size,
@@ -123,7 +123,7 @@ def compute(caller: wasmtime.Caller, context: int) -> int:
 def get_output(caller: wasmtime.Caller, context: int, index: int, out_ptr: int, size_inout: int) -> int:
     state = state_of(caller)
     try:
-        memory = GuestMemory.of(caller)
+        memory = GuestMemory.of(caller, state.memory)
         capacity = memory.u32(size_inout, "output size in/out pointer")
         array = state.get_output(context & U32_MASK, index & U32_MASK)
         elements = array.size

@@ -271,10 +271,20 @@ class WasiNnHost:
 
     def instantiate(self, store: wasmtime.Store, linker: wasmtime.Linker, module: wasmtime.Module) -> wasmtime.Instance:
         """Choose the module's numbering profile (unless forced), check its wasi-nn imports and
-        instantiate it."""
+        instantiate it.
+
+        Instantiate every module of a store through this method (not ``linker.instantiate``): wasinn
+        caches the guest's memory for a single-instance store, and must see a second instance to
+        stop doing so.
+        """
         from wasinn.abi.linking import prepare_module
         prepare_module(self, store, module)
-        return linker.instantiate(store, module)
+        instance = linker.instantiate(store, module)
+        state = self.state(store)
+        state.instances += 1
+        memory = instance.exports(store).get("memory") if state.instances == 1 else None
+        state.memory = memory if isinstance(memory, wasmtime.Memory) else None
+        return instance
 
     @staticmethod
     def state(store: wasmtime.Store) -> StoreState:
@@ -288,9 +298,10 @@ class WasiNnHost:
         """Release every shared named-model graph. Stores release their own graphs."""
         with self.named.lock:
             self._closed = True
-            for loaded in self.named.loaded.values():
+            for loaded in [*self.named.loaded.values(), *self.named.retired]:
                 loaded.release()
             self.named.loaded.clear()
+            self.named.retired.clear()
 
     def __enter__(self) -> WasiNnHost:
         return self

@@ -52,6 +52,8 @@ class NamedModels:
         self.lock = threading.RLock()
         #: (name, config key) -> loaded graph record (owned by the host, shared by stores)
         self.loaded: dict[tuple[str, str], Any] = {}
+        #: graphs of models registered again under the same name, released when the host closes
+        self.retired: list[Any] = []
 
     def register(
         self,
@@ -90,7 +92,11 @@ class NamedModels:
         )
         with self.lock:
             if name in self._models:
-                log.info("named model %s re-registered; its loaded graphs stay until the host closes", name)
+                # New loads get the new model; graphs already handed to stores stay valid until the
+                # host closes (a store may still be using them).
+                stale = [key for key in self.loaded if key[0] == name]
+                self.retired.extend(self.loaded.pop(key) for key in stale)
+                log.info("named model %s re-registered; %d loaded graph(s) retired", name, len(stale))
             self._models[name] = model
         return model
 

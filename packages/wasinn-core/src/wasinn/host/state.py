@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import wasmtime
 
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import WasiNnError
@@ -131,6 +132,10 @@ class StoreState:
         self.user_data = user_data
         self.tables = StoreTables()
         self.corrections_logged: set[str] = set()
+        #: The guest's exported memory, cached by ``WasiNnHost.instantiate`` to spare a lookup per
+        #: call; only while the store holds a single instance (a second one turns the cache off).
+        self.memory: wasmtime.Memory | None = None
+        self.instances = 0
         # Runs on store.close() and on garbage collection of the store (wasmtime drops its data).
         self._finalizer = weakref.finalize(self, self.tables.release_all)
 
@@ -269,6 +274,9 @@ class StoreState:
         if not isinstance(result, np.ndarray):
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {entry.loaded.backend.name}: get_output "
                                                        f"returned {type(result).__name__}, not an ndarray")
+        if result.nbytes > self.limits.max_tensor_bytes:
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index} of {result.nbytes} bytes exceeds the limit "
+                                                   f"of {self.limits.max_tensor_bytes} bytes")
         return result if result.flags.c_contiguous else np.ascontiguousarray(result)
 
     def unload(self, graph_handle: int) -> None:
