@@ -136,3 +136,20 @@ def test_registering_a_name_again_serves_the_new_model(host: wasinn.WasiNnHost) 
     guest.close()
     host.close()
     assert not fake.LIVE_GRAPHS
+
+
+def test_store_close_releases_a_graph_unloaded_while_its_context_lived(host: wasinn.WasiNnHost) -> None:
+    guest = TrampolineGuest(host)
+    graph = guest.load([affine_model()]).value
+    guest.init_execution_context(graph)  # type: ignore[arg-type]
+    assert guest.unload(graph).ok  # type: ignore[arg-type]
+    guest.close()
+    assert not fake.LIVE_GRAPHS and not fake.LIVE_CONTEXTS
+
+
+def test_backends_see_which_config_keys_came_from_the_guest(host: wasinn.WasiNnHost) -> None:
+    host.register_model("m", affine_model(), config={"threads": 1, "cache_dir": "/embedder/choice"})
+    loaded = host.load_named("m", {"threads": 2})
+    assert loaded.graph.state is not None
+    model = host.describe_model([affine_model()], config={"a": 1}, guest_config={"b": 2})
+    assert model.guest_config == {"b": 2} and model.config == {"a": 1}

@@ -21,7 +21,10 @@ class ModelDescription:
       embedder, never by a guest.
     * ``encoding`` is the encoding the guest asked for, or ``None`` for ``autodetect`` and
       ``load_by_name``.
-    * ``config`` is the JSON object from ``load_by_name_with_config`` or the named model's config.
+    * ``config`` is the named model's config (the embedder's) with the JSON object of
+      ``load_by_name_with_config`` (the guest's) merged over it.
+    * ``guest_config`` is the part of ``config`` the guest supplied. It is untrusted: never take a
+      host path, a device file or a library to load from it (raise ``INVALID_ARGUMENT`` instead).
     """
 
     format: ModelFormat
@@ -31,6 +34,7 @@ class ModelDescription:
     name: str | None = None
     paths: tuple[Path, ...] | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    guest_config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:

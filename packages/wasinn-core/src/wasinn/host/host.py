@@ -139,6 +139,7 @@ class WasiNnHost:
         name: str | None = None,
         paths: Sequence[Path] | None = None,
         config: Mapping[str, Any] | None = None,
+        guest_config: Mapping[str, Any] | None = None,
     ) -> ModelDescription:
         """Detect the format and build the :class:`ModelDescription` backends are asked about.
 
@@ -170,6 +171,7 @@ class WasiNnHost:
             name=name,
             paths=tuple(paths) if paths else None,
             config=dict(config or {}),
+            guest_config=dict(guest_config or {}),
         )
 
     def detect_format(self, builders: Sequence[bytes | bytearray | memoryview]) -> ModelFormat:
@@ -245,7 +247,7 @@ class WasiNnHost:
             except OSError as exc:
                 raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"named model {name!r}: cannot read: {exc}") from exc
             model = self.describe_model(builders, encoding=named.encoding, target=named.target, name=name,
-                                        paths=named.paths, config=merged)
+                                        paths=named.paths, config=merged, guest_config=config)
             loaded = self.load_description(model, backend=named.backend, shared=True)
             self.named.loaded[key] = loaded
             return loaded

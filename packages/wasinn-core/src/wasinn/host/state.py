@@ -96,10 +96,12 @@ class StoreTables:
         if self.closed:
             return
         self.closed = True
+        # Graphs the guest unloaded while their contexts lived are no longer in the graph table.
+        orphans = [e.loaded for e in self.contexts.values() if e.loaded not in self.graphs.values()]
         for entry in list(self.contexts.values()):
             _finalize_context(entry)
         self.contexts.clear()
-        for loaded in list(self.graphs.values()):
+        for loaded in [*self.graphs.values(), *orphans]:  # release() is idempotent
             if not loaded.shared:
                 loaded.release()
         self.graphs.clear()
