@@ -1,0 +1,433 @@
+"""The ONNX Runtime backend: the hook implementations.
+
+onnxruntime is imported lazily, in the hooks that need it, so that discovering backends stays fast.
+
+Hot path: a context owns an ``IOBinding`` and one preallocated array per input, so ``set_input`` is
+one ``np.copyto`` from guest memory into an array ONNX Runtime reads directly. Outputs whose shape
+the model declares statically are preallocated and bound too, so ``compute`` allocates nothing and
+``get_output`` returns a view that the core copies once into the guest. This halves the per-call
+overhead of ``InferenceSession.run`` on small models (see the package README).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from wasinn import (
+    BackendInfo,
+    Context,
+    Decline,
+    Device,
+    ErrorCode,
+    ExecutionTarget,
+    Graph,
+    Hardware,
+    ModelDescription,
+    ModelFormat,
+    Score,
+    Tensor,
+    TensorSpec,
+    TensorType,
+    WasiNnError,
+    hookimpl,
+)
+from wasinn_backend_onnx.config import (
+    EXECUTION_MODES,
+    GRAPH_OPTIMIZATION_LEVELS,
+    ConfigError,
+    SessionConfig,
+    parse_config,
+)
+from wasinn_backend_onnx.providers import CPU_SCORE, Plan, list_devices, plan_providers
+
+log = logging.getLogger("wasinn.onnx")
+
+#: ONNX Runtime's own serialisation (``.ort`` files), recognised by ``detect_format``.
+ORT_FORMAT = ModelFormat("ort")
+FORMATS = (ModelFormat.ONNX, ORT_FORMAT)
+TENSOR_TYPES = (TensorType.F16, TensorType.F32, TensorType.F64, TensorType.U8, TensorType.I8,
+                TensorType.I32, TensorType.I64)
+#: The distributions that provide the ``onnxruntime`` module, most common first.
+RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                         "onnxruntime-qnn", "onnxruntime-silicon", "onnxruntime-rocm", "onnxruntime-migraphx",
+                         "onnxruntime-training", "onnxruntime-cann", "onnxruntime-vitisai")
+
+# ONNX element types wasi-nn can carry: (tensor type the guest uses, numpy dtype of the buffer).
+# bool travels as u8 (0/1): wasi-nn has no boolean type.
+_ONNX_TYPES: dict[str, tuple[TensorType, np.dtype[Any]]] = {
+    "tensor(float16)": (TensorType.F16, np.dtype(np.float16)),
+    "tensor(float)": (TensorType.F32, np.dtype(np.float32)),
+    "tensor(double)": (TensorType.F64, np.dtype(np.float64)),
+    "tensor(uint8)": (TensorType.U8, np.dtype(np.uint8)),
+    "tensor(int8)": (TensorType.I8, np.dtype(np.int8)),
+    "tensor(int32)": (TensorType.I32, np.dtype(np.int32)),
+    "tensor(int64)": (TensorType.I64, np.dtype(np.int64)),
+    "tensor(bool)": (TensorType.U8, np.dtype(np.bool_)),
+}
+
+
+def _onnxruntime() -> ModuleType:
+    return importlib.import_module("onnxruntime")
+
+
+def runtime_version() -> str | None:
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+@dataclass(slots=True)
+class GraphState:
+    """What ``load`` made: the session (shared by every context) and the tensor layout."""
+
+    session: Any
+    config: SessionConfig
+    plan: Plan
+    input_names: tuple[str, ...]
+    input_dtypes: tuple[np.dtype[Any] | None, ...]
+    output_names: tuple[str, ...]
+    output_dtypes: tuple[np.dtype[Any] | None, ...]
+    #: Output shapes that are fully static (preallocated per context), else ``None``.
+    output_shapes: tuple[tuple[int, ...] | None, ...]
+    #: False when an output is not a plain tensor (a sequence, a map): such graphs use ``run``.
+    bindable: bool
+    #: True when inputs live on a device other than the CPU (bound inputs are copied at bind time).
+    rebind_inputs: bool
+    load_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class ContextState:
+    """One context: its own input arrays, output arrays and IO binding; never a new session."""
+
+    session: Any
+    binding: Any
+    inputs: list[np.ndarray | None]
+    #: Flat byte views of ``inputs``: assigning a guest memoryview to one is a bare memcpy.
+    input_bytes: list[memoryview | None]
+    outputs: list[np.ndarray | None]
+    preallocated: bool
+    #: Outputs ORT allocates on each run (shape not static, or preallocation refused).
+    dynamic_outputs: list[str] = field(default_factory=list)
+    #: The ORT-allocated outputs of the last ``compute`` (OrtValues when bound, else ndarrays).
+    results: list[Any] | None = None
+    computed: bool = False
+
+
+def _spec(arg: Any) -> tuple[TensorSpec, np.dtype[Any] | None, tuple[int, ...] | None]:
+    known = _ONNX_TYPES.get(arg.type)
+    shape_raw = arg.shape
+    shape: tuple[int | None, ...] | None
+    if isinstance(shape_raw, list | tuple):
+        # Symbolic ("batch") and unknown (None) dimensions are dynamic.
+        shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in shape_raw)
+    else:
+        shape = None
+    static = tuple(d for d in shape if d is not None) if shape is not None and None not in shape else None
+    return TensorSpec(arg.name, known[0] if known else None, shape), (known[1] if known else None), static
+
+
+def _error_code(exc: Exception, *, loading: bool) -> ErrorCode:
+    """The wasi-nn error for an ONNX Runtime exception (its class names its status code)."""
+    kind = type(exc).__name__
+    message = str(exc)
+    if kind in ("NotImplemented", "EPFail") or "No Op registered" in message \
+            or "is not a registered function/op" in message:
+        return ErrorCode.UNSUPPORTED_OPERATION
+    if kind in ("InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoModel") or (loading and kind == "Fail"):
+        return ErrorCode.INVALID_ARGUMENT
+    return ErrorCode.RUNTIME_ERROR
+
+
+def _describe(dtype: TensorType, shape: Sequence[int]) -> str:
+    return f"{dtype.value}[{','.join(str(d) for d in shape)}]"
+
+
+class OnnxBackend:
+    """wasinn backend for ONNX Runtime (entry point ``onnx``)."""
+
+    @hookimpl
+    def backend_info(self) -> BackendInfo:
+        missing = importlib.util.find_spec("onnxruntime") is None
+        return BackendInfo(
+            runtime="onnxruntime",
+            runtime_version=None if missing else runtime_version(),
+            formats=FORMATS,
+            targets=(ExecutionTarget.CPU, ExecutionTarget.GPU, ExecutionTarget.TPU, ExecutionTarget.AUTO),
+            tensor_types=TENSOR_TYPES,
+            concurrent_contexts=True,  # InferenceSession.run is thread-safe
+            summary="ONNX Runtime: ONNX models on the CPU, or on a GPU/NPU execution provider",
+            unavailable="onnxruntime is not installed (pip install onnxruntime)" if missing else None,
+        )
+
+    @hookimpl
+    def detect_format(self, builders: Sequence[bytes]) -> str | None:
+        # ORT format files are flatbuffers with the file identifier "ORTM".
+        if len(builders) == 1 and len(builders[0]) >= 8 and bytes(builders[0][4:8]) == b"ORTM":
+            return str(ORT_FORMAT)
+        return None
+
+    @hookimpl
+    def devices(self) -> Sequence[Device]:
+        from wasinn import hardware
+
+        return list_devices(_onnxruntime().get_available_providers(), hardware.probe())
+
+    def _plan(self, model: ModelDescription, hw: Hardware) -> tuple[SessionConfig, Plan | Decline]:
+        ort = _onnxruntime()
+        config = parse_config(model.config, hw.cpu.cores, ort.get_all_providers())
+        plan = plan_providers(model.target, ort.get_available_providers(), hw, config.providers,
+                              config.provider_options)
+        return config, plan
+
+    @hookimpl
+    def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:
+        if model.format not in FORMATS:
+            return None
+        try:
+            _, plan = self._plan(model, hw)
+        except ConfigError as exc:
+            # Still the right backend for the model: claiming it lets load report the config as
+            # invalid_argument, where a refusal would surface as another error (or backend).
+            return Score(CPU_SCORE, f"ONNX Runtime, but load will fail: {exc}")
+        if isinstance(plan, Decline):
+            return plan
+        return Score(plan.score, plan.reason, device=plan.primary)
+
+    @hookimpl
+    def load(self, model: ModelDescription, hw: Hardware) -> Graph:
+        if len(model.builders) != 1:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"an ONNX model is one graph builder, got "
+                                                          f"{len(model.builders)}")
+        try:
+            config, plan = self._plan(model, hw)
+        except ConfigError as exc:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"onnx backend config: {exc}") from None
+        if isinstance(plan, Decline):
+            # Re-checked here because a forced backend skips the ranking's refusal.
+            log.error("onnx: cannot load %s: %s", model.describe(), plan.reason)
+            raise WasiNnError(plan.code, f"onnx backend cannot run {model.describe()}: {plan.reason}")
+        unused = sorted(set(config.provider_options) - set(plan.providers))
+        if unused:
+            log.info("onnx: provider_options for %s ignored: the session uses %s", ", ".join(unused),
+                     ", ".join(plan.providers))
+        started = time.perf_counter()
+        session = self._create_session(model, config, plan)
+        active = session.get_providers()
+        if plan.primary not in active:
+            # ONNX Runtime falls back to the next provider (usually the CPU) when one fails to
+            # start; running there would break the guest's request for this device.
+            log.error("onnx: %s did not start for %s (active providers: %s); refusing to fall back",
+                      plan.primary, model.describe(), ", ".join(active))
+            raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION,
+                              f"ONNX Runtime could not enable {plan.primary} (active providers: "
+                              f"{', '.join(active)}); not running on {active[0] if active else 'another device'} "
+                              f"instead of the requested {model.target.value}")
+        inputs = [_spec(arg) for arg in session.get_inputs()]
+        outputs = [_spec(arg) for arg in session.get_outputs()]
+        state = GraphState(
+            session=session,
+            config=config,
+            plan=plan,
+            input_names=tuple(spec.name for spec, _, _ in inputs),
+            input_dtypes=tuple(dtype for _, dtype, _ in inputs),
+            output_names=tuple(spec.name for spec, _, _ in outputs),
+            output_dtypes=tuple(dtype for _, dtype, _ in outputs),
+            output_shapes=tuple(static if dtype is not None else None for _, dtype, static in outputs),
+            bindable=all(arg.type.startswith("tensor(") for arg in session.get_outputs()),
+            rebind_inputs=plan.kind is not ExecutionTarget.CPU,
+            load_ms=(time.perf_counter() - started) * 1000,
+        )
+        log.debug("onnx: session for %s on %s in %.1f ms (%d intra-op threads, optimization %s)",
+                  model.describe(), ", ".join(active), state.load_ms, config.intra_op_num_threads,
+                  config.graph_optimization_level)
+        return Graph(inputs=[spec for spec, _, _ in inputs], outputs=[spec for spec, _, _ in outputs],
+                     device=plan.primary, state=state)
+
+    @staticmethod
+    def _create_session(model: ModelDescription, config: SessionConfig, plan: Plan) -> Any:
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.intra_op_num_threads
+        options.inter_op_num_threads = config.inter_op_num_threads
+        options.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[config.execution_mode])
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                   GRAPH_OPTIMIZATION_LEVELS[config.graph_optimization_level])
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
+        # Errors only: ORT's warnings (unused initializers, ...) are noise on a guest's stderr.
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(model.builders[0], sess_options=options, providers=list(plan.providers),
+                                        provider_options=[dict(o) for o in plan.options])
+        except Exception as exc:
+            code = _error_code(exc, loading=True)
+            message = str(exc).replace("[ONNXRuntimeError] : ", "")
+            if code is ErrorCode.RUNTIME_ERROR:
+                raise  # the core logs it and answers runtime_error
+            raise WasiNnError(code, f"ONNX Runtime cannot load {model.describe()}: {message}") from exc
+
+    @hookimpl
+    def unload(self, graph: Graph) -> None:
+        # Contexts hold their own reference; the session goes when the last of them does.
+        state: GraphState = graph.state
+        state.session = None
+
+    @hookimpl
+    def init_execution_context(self, graph: Graph) -> Context:
+        state: GraphState = graph.state
+        if state.session is None:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the graph was unloaded")
+        session = state.session
+        binding = session.io_binding() if state.bindable else None
+        outputs: list[np.ndarray | None] = [None] * len(state.output_names)
+        count = len(state.input_names)
+        context = ContextState(session=session, binding=binding, inputs=[None] * count,
+                               input_bytes=[None] * count, outputs=outputs, preallocated=False)
+        if binding is not None:
+            self._bind_outputs(state, context, preallocate=True)
+        return Context(graph, state=context)
+
+    @staticmethod
+    def _bind_outputs(graph: GraphState, context: ContextState, *, preallocate: bool) -> None:
+        """Bind every output: into a preallocated array where the model declares a static shape
+        (``preallocate``), else to memory ONNX Runtime allocates per run."""
+        binding = context.binding
+        binding.clear_binding_outputs()
+        context.preallocated = False
+        context.dynamic_outputs = []
+        for index, name in enumerate(graph.output_names):
+            shape, dtype = graph.output_shapes[index], graph.output_dtypes[index]
+            if preallocate and shape is not None and dtype is not None:
+                array = np.empty(shape, dtype)
+                binding.bind_output(name, "cpu", 0, dtype.type, list(shape), array.ctypes.data)
+                context.outputs[index] = array
+                context.preallocated = True
+            else:
+                binding.bind_output(name, "cpu")
+                context.outputs[index] = None
+                context.dynamic_outputs.append(name)
+
+    @hookimpl
+    def finalize_execution_context(self, context: Context) -> None:
+        state: ContextState = context.state
+        if state.binding is not None:
+            state.binding.clear_binding_inputs()
+            state.binding.clear_binding_outputs()
+        state.binding = None
+        state.inputs.clear()
+        state.input_bytes.clear()
+        state.outputs.clear()
+        state.results = None
+        state.session = None
+
+    @hookimpl
+    def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
+        graph: GraphState = context.graph.state
+        state: ContextState = context.state
+        spec = context.graph.inputs[index]
+        dtype = graph.input_dtypes[index]
+        if spec.dtype is None or dtype is None:
+            onnx_type = state.session.get_inputs()[index].type
+            raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"input {index} ({spec.name!r}) is {onnx_type}, "
+                                                               f"which wasi-nn tensors cannot carry")
+        if tensor.dtype is not spec.dtype or not spec.accepts_shape(tensor.shape):
+            got = _describe(tensor.dtype, tensor.shape)
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input {index} ({spec.name!r}) expects {spec.describe()}, "
+                                                          f"got {got}")
+        buffer = state.inputs[index]
+        fresh = buffer is None or buffer.shape != tensor.shape
+        if fresh:
+            buffer = np.empty(tensor.shape, dtype)
+            state.inputs[index] = buffer
+            state.input_bytes[index] = buffer.reshape(-1).data.cast("B")
+        view = state.input_bytes[index]
+        assert buffer is not None and view is not None
+        if dtype == np.bool_:
+            np.not_equal(tensor.numpy(), 0, out=buffer)  # u8 0/1 from the guest → bool, in one pass
+        else:
+            try:
+                view[:] = tensor.data  # the one copy out of guest memory
+            except (TypeError, ValueError):  # an embedder's tensor over a non-byte memoryview
+                np.copyto(buffer, tensor.numpy())
+        if state.binding is not None and (fresh or graph.rebind_inputs):
+            # On the CPU the binding reads the array in place; an accelerator provider copies
+            # the input to its device when it is bound, so there every call rebinds.
+            state.binding.bind_cpu_input(graph.input_names[index], buffer)
+
+    @hookimpl
+    def compute(self, context: Context) -> None:
+        graph: GraphState = context.graph.state
+        state: ContextState = context.state
+        missing = [f"{i} ({name!r})" for i, name in enumerate(graph.input_names) if state.inputs[i] is None]
+        if missing:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input(s) {', '.join(missing)} not set")
+        state.computed = False
+        state.results = None
+        try:
+            if state.binding is None:
+                feed = dict(zip(graph.input_names, state.inputs, strict=True))
+                state.results = state.session.run(None, feed)
+            else:
+                self._run_bound(graph, state)
+        except WasiNnError:
+            raise
+        except Exception as exc:
+            code = _error_code(exc, loading=False)
+            raise WasiNnError(code, f"ONNX Runtime failed to run: {str(exc).replace('[ONNXRuntimeError] : ', '')}") \
+                from exc
+        state.computed = True
+
+    def _run_bound(self, graph: GraphState, state: ContextState) -> None:
+        binding = state.binding
+        for name in state.dynamic_outputs:
+            # After a run the binding holds the output ORT allocated, and would hand that back as
+            # a preallocated buffer next time, failing as soon as the shape changes.
+            binding.bind_output(name, "cpu")
+        try:
+            state.session.run_with_iobinding(binding)
+        except Exception as exc:
+            if not state.preallocated:
+                raise
+            # A model may declare output shapes it does not produce; ORT then refuses the
+            # preallocated buffers. Let ORT allocate this context's outputs from now on.
+            log.debug("onnx: preallocated outputs refused (%s); binding outputs per run", exc)
+            self._bind_outputs(graph, state, preallocate=False)
+            state.session.run_with_iobinding(binding)
+        if state.dynamic_outputs:
+            state.results = binding.get_outputs()
+
+    @hookimpl
+    def get_output(self, context: Context, index: int) -> np.ndarray:
+        state: ContextState = context.state
+        if not state.computed:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "compute has not run on this context (or it failed)")
+        if state.binding is not None:
+            array = state.outputs[index]
+            if array is not None:
+                return array
+            assert state.results is not None
+            value = state.results[index]
+            result = value.numpy()
+        else:
+            assert state.results is not None
+            result = state.results[index]
+        if not isinstance(result, np.ndarray) or result.dtype.kind in "OUSV":
+            kind = type(result).__name__ if not isinstance(result, np.ndarray) else f"{result.dtype} tensor"
+            name = context.graph.outputs[index].name
+            raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"output {index} ({name!r}) is a {kind}, which "
+                                                               f"wasi-nn tensors cannot carry")
+        return result
+
