@@ -195,171 +195,138 @@ def read_tensor(memory: GuestMemory, state: StoreState, entry: ContextEntry, ind
     return Tensor(dtype, dims, memory.view(data_ptr, data_len, "tensor data"))
 
 
-class EphemeralNn:
-    """The import functions, bound to nothing but the caller's store state."""
+#: operation -> undecorated body, so the legacy module can reuse a body under its own profile.
+BODIES: dict[str, Callable[..., None]] = {}
 
-    @staticmethod
-    def load(caller: wasmtime.Caller, builders_ptr: int, builders_len: int, encoding: int, target: int,
-             out_graph: int) -> int:
-        state = state_of(caller)
-        try:
-            memory = GuestMemory.of(caller, state.memory)
-            memory.check(out_graph, 4, "graph out-pointer")
-            builders = read_builders(memory, state, builders_ptr, builders_len)
-            handle = state.load(builders, decode_encoding(state, encoding), decode_target(state, target))
-            memory.write_u32(out_graph, handle, "graph out-pointer")
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "load", error)
-        except Exception as exc:
-            return internal_error(state, "load", exc)
 
-    @staticmethod
-    def load_by_name(caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> int:
-        state = state_of(caller)
-        try:
-            memory = GuestMemory.of(caller, state.memory)
-            memory.check(out_graph, 4, "graph out-pointer")
-            handle = state.load_by_name(read_name(memory, name_ptr, name_len))
-            memory.write_u32(out_graph, handle, "graph out-pointer")
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "load_by_name", error)
-        except Exception as exc:
-            return internal_error(state, "load_by_name", exc)
+def host_function(operation: str, profile: AbiProfile | None = None
+                  ) -> Callable[[Callable[..., None]], Callable[..., int]]:
+    """Turn ``body(state, caller, *args)`` into an import function returning the guest's errno.
 
-    @staticmethod
-    def load_by_name_with_config(caller: wasmtime.Caller, name_ptr: int, name_len: int, config_ptr: int,
-                                 config_len: int, out_graph: int) -> int:
-        state = state_of(caller)
-        try:
-            memory = GuestMemory.of(caller, state.memory)
-            memory.check(out_graph, 4, "graph out-pointer")
-            name = read_name(memory, name_ptr, name_len)
-            handle = state.load_by_name(name, read_config(memory, config_ptr, config_len))
-            memory.write_u32(out_graph, handle, "graph out-pointer")
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "load_by_name_with_config", error)
-        except Exception as exc:
-            return internal_error(state, "load_by_name_with_config", exc)
+    Success is 0; a :class:`WasiNnError` becomes the errno of ``profile`` (or the store's), with a
+    log line; any other exception is a bug in wasinn, logged with its traceback as runtime_error.
+    """
 
-    @staticmethod
-    def init_execution_context(caller: wasmtime.Caller, graph: int, out_context: int) -> int:
-        state = state_of(caller)
-        try:
-            memory = GuestMemory.of(caller, state.memory)
-            memory.check(out_context, 4, "context out-pointer")
-            handle = state.init_execution_context(graph & U32_MASK)
-            memory.write_u32(out_context, handle, "context out-pointer")
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "init_execution_context", error)
-        except Exception as exc:
-            return internal_error(state, "init_execution_context", exc)
+    def wrap(body: Callable[..., None]) -> Callable[..., int]:
+        def function(caller: wasmtime.Caller, *args: int) -> int:
+            state = state_of(caller)
+            try:
+                body(state, caller, *args)
+                return 0
+            except WasiNnError as error:
+                return errno_for(state, operation, error, profile)
+            except Exception as exc:
+                return internal_error(state, operation, exc, profile)
 
-    @staticmethod
-    def set_input(caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> int:
-        state = state_of(caller)
-        try:
-            entry = state.context(context & U32_MASK)
-            index &= U32_MASK
-            tensor = read_tensor(GuestMemory.of(caller, state.memory), state, entry, index, tensor_ptr)
-            state.run_set_input(entry, index, tensor)
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "set_input", error)
-        except Exception as exc:
-            return internal_error(state, "set_input", exc)
+        function.__name__ = function.__qualname__ = body.__name__
+        function.__doc__ = body.__doc__
+        BODIES.setdefault(operation, body)
+        return function
 
-    @staticmethod
-    def compute(caller: wasmtime.Caller, context: int) -> int:
-        state = state_of(caller)
-        try:
-            state.compute(context & U32_MASK)
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "compute", error)
-        except Exception as exc:
-            return internal_error(state, "compute", exc)
+    return wrap
 
-    @staticmethod
-    def get_output(caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
-                   out_written: int) -> int:
-        state = state_of(caller)
-        try:
-            memory = GuestMemory.of(caller, state.memory)
-            memory.check(out_written, 4, "bytes-written out-pointer")
-            array = state.get_output(context & U32_MASK, index & U32_MASK)
-            nbytes = array.nbytes
-            if nbytes > (out_max & U32_MASK):
-                # Tell the guest how much it needs (WasmEdge and WAMR-ONNX do; harmless for others).
-                memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
-                raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} is {nbytes} bytes but the "
-                                                       f"guest buffer holds {out_max & U32_MASK}")
-            memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
-            memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "get_output", error)
-        except Exception as exc:
-            return internal_error(state, "get_output", exc)
 
-    @staticmethod
-    def unload(caller: wasmtime.Caller, graph: int) -> int:
-        state = state_of(caller)
-        try:
-            state.unload(graph & U32_MASK)
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "unload", error)
-        except Exception as exc:
-            return internal_error(state, "unload", exc)
+@host_function("load")
+def load(state: StoreState, caller: wasmtime.Caller, builders_ptr: int, builders_len: int, encoding: int,
+         target: int, out_graph: int) -> None:
+    memory = GuestMemory.of(caller, state.memory)
+    memory.check(out_graph, 4, "graph out-pointer")
+    builders = read_builders(memory, state, builders_ptr, builders_len)
+    handle = state.load(builders, decode_encoding(state, encoding), decode_target(state, target))
+    memory.write_u32(out_graph, handle, "graph out-pointer")
 
-    @staticmethod
-    def finalize_execution_context(caller: wasmtime.Caller, context: int) -> int:
-        state = state_of(caller)
-        try:
-            state.finalize_execution_context(context & U32_MASK)
-            return 0
-        except WasiNnError as error:
-            return errno_for(state, "finalize_execution_context", error)
-        except Exception as exc:
-            return internal_error(state, "finalize_execution_context", exc)
 
+@host_function("load_by_name")
+def load_by_name(state: StoreState, caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> None:
+    memory = GuestMemory.of(caller, state.memory)
+    memory.check(out_graph, 4, "graph out-pointer")
+    handle = state.load_by_name(read_name(memory, name_ptr, name_len))
+    memory.write_u32(out_graph, handle, "graph out-pointer")
+
+
+@host_function("load_by_name_with_config")
+def load_by_name_with_config(state: StoreState, caller: wasmtime.Caller, name_ptr: int, name_len: int,
+                             config_ptr: int, config_len: int, out_graph: int) -> None:
+    memory = GuestMemory.of(caller, state.memory)
+    memory.check(out_graph, 4, "graph out-pointer")
+    name = read_name(memory, name_ptr, name_len)
+    handle = state.load_by_name(name, read_config(memory, config_ptr, config_len))
+    memory.write_u32(out_graph, handle, "graph out-pointer")
+
+
+@host_function("init_execution_context")
+def init_execution_context(state: StoreState, caller: wasmtime.Caller, graph: int, out_context: int) -> None:
+    memory = GuestMemory.of(caller, state.memory)
+    memory.check(out_context, 4, "context out-pointer")
+    handle = state.init_execution_context(graph & U32_MASK)
+    memory.write_u32(out_context, handle, "context out-pointer")
+
+
+@host_function("set_input")
+def set_input(state: StoreState, caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> None:
+    entry = state.context(context & U32_MASK)
+    index &= U32_MASK
+    tensor = read_tensor(GuestMemory.of(caller, state.memory), state, entry, index, tensor_ptr)
+    state.run_set_input(entry, index, tensor)
+
+
+@host_function("compute")
+def compute(state: StoreState, caller: wasmtime.Caller, context: int) -> None:
+    state.compute(context & U32_MASK)
+
+
+@host_function("get_output")
+def get_output(state: StoreState, caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
+               out_written: int) -> None:
+    memory = GuestMemory.of(caller, state.memory)
+    memory.check(out_written, 4, "bytes-written out-pointer")
+    array = state.get_output(context & U32_MASK, index & U32_MASK)
+    nbytes = array.nbytes
+    if nbytes > (out_max & U32_MASK):
+        # Tell the guest how much it needs (WasmEdge and WAMR-ONNX do; harmless for others).
+        memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+        raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} is {nbytes} bytes but the "
+                                               f"guest buffer holds {out_max & U32_MASK}")
+    memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
+    memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+
+
+@host_function("unload")
+def unload(state: StoreState, caller: wasmtime.Caller, graph: int) -> None:
+    state.unload(graph & U32_MASK)
+
+
+@host_function("finalize_execution_context")
+def finalize_execution_context(state: StoreState, caller: wasmtime.Caller, context: int) -> None:
+    state.finalize_execution_context(context & U32_MASK)
+
+
+def _not_streaming(name: str) -> Callable[..., None]:
     # WasmEdge's token-streaming calls: defined so that WasmEdge guests instantiate; no backend streams yet.
-    @staticmethod
-    def compute_single(caller: wasmtime.Caller, context: int) -> int:
-        state = state_of(caller)
-        return errno_for(state, "compute_single", WasiNnError(
-            ErrorCode.UNSUPPORTED_OPERATION, "token streaming (compute_single) is not supported by any backend"))
+    def body(state: StoreState, caller: wasmtime.Caller, *args: int) -> None:
+        raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"token streaming ({name}) is not supported by any backend")
 
-    @staticmethod
-    def get_output_single(caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
-                          out_written: int) -> int:
-        state = state_of(caller)
-        return errno_for(state, "get_output_single", WasiNnError(
-            ErrorCode.UNSUPPORTED_OPERATION, "token streaming (get_output_single) is not supported by any backend"))
+    body.__name__ = name
+    return body
 
-    @staticmethod
-    def fini_single(caller: wasmtime.Caller, context: int) -> int:
-        state = state_of(caller)
-        return errno_for(state, "fini_single", WasiNnError(
-            ErrorCode.UNSUPPORTED_OPERATION, "token streaming (fini_single) is not supported by any backend"))
+
+compute_single = host_function("compute_single")(_not_streaming("compute_single"))
+get_output_single = host_function("get_output_single")(_not_streaming("get_output_single"))
+fini_single = host_function("fini_single")(_not_streaming("fini_single"))
 
 
 #: name -> (number of i32 parameters, implementation); every function returns one i32.
 FUNCTIONS: dict[str, tuple[int, Callable[..., int]]] = {
-    "load": (5, EphemeralNn.load),
-    "load_by_name": (3, EphemeralNn.load_by_name),
-    "load_by_name_with_config": (5, EphemeralNn.load_by_name_with_config),
-    "init_execution_context": (2, EphemeralNn.init_execution_context),
-    "set_input": (3, EphemeralNn.set_input),
-    "compute": (1, EphemeralNn.compute),
-    "get_output": (5, EphemeralNn.get_output),
-    "unload": (1, EphemeralNn.unload),
-    "finalize_execution_context": (1, EphemeralNn.finalize_execution_context),
-    "compute_single": (1, EphemeralNn.compute_single),
-    "get_output_single": (5, EphemeralNn.get_output_single),
-    "fini_single": (1, EphemeralNn.fini_single),
+    "load": (5, load),
+    "load_by_name": (3, load_by_name),
+    "load_by_name_with_config": (5, load_by_name_with_config),
+    "init_execution_context": (2, init_execution_context),
+    "set_input": (3, set_input),
+    "compute": (1, compute),
+    "get_output": (5, get_output),
+    "unload": (1, unload),
+    "finalize_execution_context": (1, finalize_execution_context),
+    "compute_single": (1, compute_single),
+    "get_output_single": (5, get_output_single),
+    "fini_single": (1, fini_single),
 }
