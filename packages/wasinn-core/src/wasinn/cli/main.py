@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--encoding", metavar="ENCODING", help="encoding a guest would claim (default: autodetect)")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
 
+    new_backend = sub.add_parser("new-backend", help="create a backend package from wasinn's template",
+                                 description="Create a new wasinn backend package (pyproject, hooks, conformance "
+                                             "tests, README) from the template shipped in wasinn-core.")
+    add_verbosity(new_backend, argparse.SUPPRESS)
+    new_backend.add_argument("name", metavar="NAME", help="the backend's name (entry point and --backend value)")
+    new_backend.add_argument("--dir", metavar="DIR",
+                             help="the project directory to create (default: ./wasinn-backend-NAME)")
+
     hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against")
     add_verbosity(hardware, argparse.SUPPRESS)
     hardware.add_argument("--probe", action="store_true", help="include the devices each backend's runtime sees")
@@ -102,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             from wasinn.cli.info import explain_command
             return explain_command(args)
+        if args.command == "new-backend":
+            from wasinn.testing.template import new_backend_command
+            return new_backend_command(args)
         if args.command == "hardware":
             from wasinn.cli.info import hardware_command
             return hardware_command(args)
