@@ -12,10 +12,12 @@ from wasinn.host.host import WasiNnHost
 
 
 def backends_command(args: argparse.Namespace) -> int:
-    host = WasiNnHost()
-    report = host.backends_report()
+    # Listing needs only discovery (no host, no runtimes); --probe asks each runtime for its devices.
+    from wasinn.plugins import discover
+
+    report = [backend.to_dict() for backend in discover()]
     if args.probe:
-        devices = host.backend_devices()
+        devices = WasiNnHost().backend_devices()
         for entry in report:
             entry["devices"] = [{"kind": d.kind.value, "name": d.name, "vendor": d.vendor}
                                 for d in devices if d.source == entry["name"]]
