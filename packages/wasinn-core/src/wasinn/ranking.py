@@ -144,7 +144,13 @@ def choose(ranking: Ranking) -> Candidate:
         raise WasiNnError(refusal.decline_code or ErrorCode.INVALID_ENCODING,
                           f"backend {ranking.forced} cannot serve {ranking.model.describe()}: {refusal.reason}")
     # A target no backend can meet is an unsupported operation; a format nobody reads is an encoding error.
-    # A backend that reads the format but declined the target makes it an unsupported operation.
+    # A backend that reads the format but declined the target makes it an unsupported operation; one
+    # that reads the format and found the model malformed makes it an invalid argument.
     codes = {c.decline_code for c in ranking.candidates}
-    code = ErrorCode.UNSUPPORTED_OPERATION if ErrorCode.UNSUPPORTED_OPERATION in codes else ErrorCode.INVALID_ENCODING
+    if ErrorCode.UNSUPPORTED_OPERATION in codes:
+        code = ErrorCode.UNSUPPORTED_OPERATION
+    elif ErrorCode.INVALID_ARGUMENT in codes:
+        code = ErrorCode.INVALID_ARGUMENT
+    else:
+        code = ErrorCode.INVALID_ENCODING
     raise WasiNnError(code, ranking.summary())

@@ -98,6 +98,16 @@ class WasiNnHost:
                     self._hardware = snapshot
         return self._hardware
 
+    def hardware_for(self, target: ExecutionTarget) -> Hardware:
+        """The snapshot to score a model for ``target`` against.
+
+        A CPU model needs no accelerator list, so it is scored against the probe alone: asking
+        every backend for its devices imports every runtime (about half a second with OpenVINO).
+        """
+        if target is ExecutionTarget.CPU and self._hardware is None:
+            return hardware.probe()
+        return self.hardware
+
     def backend_devices(self) -> list[Device]:
         """Ask each available backend's ``devices`` hook (imports their runtimes)."""
         found: list[Device] = []
@@ -197,7 +207,7 @@ class WasiNnHost:
         forced = backend or self.forced_backend
         prefer = self.prefer.get(model.encoding.value if model.encoding else model.format.value) \
             or self.prefer.get(model.format.value) or self.prefer.get("*", [])
-        return ranking.rank(model, self.hardware, self.registry, forced=forced, prefer=prefer)
+        return ranking.rank(model, self.hardware_for(model.target), self.registry, forced=forced, prefer=prefer)
 
     def load_description(self, model: ModelDescription, *, backend: str | None = None,
                          shared: bool = False) -> LoadedGraph:
@@ -211,7 +221,7 @@ class WasiNnHost:
         progress = self.load_progress(f"loading {model.describe()} on {chosen.name}") if self.load_progress \
             else nullcontext()
         with progress:
-            graph = call_backend(chosen, "load", chosen.hooks["load"], model, self.hardware)
+            graph = call_backend(chosen, "load", chosen.hooks["load"], model, self.hardware_for(model.target))
         if not isinstance(graph, Graph):
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {chosen.name}: load returned "
                                                        f"{type(graph).__name__}, not Graph")
