@@ -1,0 +1,380 @@
+"""The backend through wasinn's embedder API (no wasm): config, dtypes, shapes, contexts, delegates."""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib.metadata
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tflite_testlib import DATA, DIGITS_MODEL, WAMR
+
+import wasinn_backend_tflite
+from wasinn import (
+    Decline,
+    ErrorCode,
+    ExecutionTarget,
+    GraphEncoding,
+    Score,
+    StoreState,
+    Tensor,
+    TensorType,
+    WasiNnError,
+    WasiNnHost,
+)
+from wasinn.cli.main import main as cli
+from wasinn_backend_tflite import _probe, _runtime, backend
+
+TFLITE = GraphEncoding.TENSORFLOWLITE
+CPU = ExecutionTarget.CPU
+
+
+@pytest.fixture
+def host() -> Iterator[WasiNnHost]:
+    with WasiNnHost(backend="tflite") as h:
+        yield h
+
+
+@pytest.fixture
+def state(host: WasiNnHost) -> Iterator[StoreState]:
+    s = host.new_state()
+    yield s
+    s.close()
+
+
+def run(state: StoreState, context: int, *arrays: np.ndarray, kinds: tuple[TensorType, ...] = ()) -> list[np.ndarray]:
+    for index, array in enumerate(arrays):
+        kind = kinds[index] if kinds else None
+        state.set_input(context, index, Tensor.from_numpy(array, kind))
+    state.compute(context)
+    graph = state.context(context).loaded.graph
+    return [state.get_output(context, i).copy() for i in range(len(graph.outputs))]
+
+
+def load_file(state: StoreState, path: Path, target: ExecutionTarget = CPU) -> int:
+    return state.load([path.read_bytes()], TFLITE, target)
+
+
+def code_of(excinfo: pytest.ExceptionInfo[WasiNnError]) -> ErrorCode:
+    return excinfo.value.code
+
+
+# -- discovery and description ---------------------------------------------------------------------
+def test_backend_info_names_the_interpreter_in_use():
+    info = wasinn_backend_tflite.backend_info()
+    runtime = _runtime.select()
+    assert isinstance(runtime, _runtime.Runtime)
+    assert info.runtime == runtime.distribution in ("ai-edge-litert", "tflite-runtime")
+    assert info.runtime_version == importlib.metadata.version(runtime.distribution)
+    assert info.unavailable is None
+    assert info.concurrent_contexts
+    assert TensorType.I8 in info.tensor_types and TensorType.BF16 not in info.tensor_types
+
+
+def test_importing_and_describing_does_not_import_the_runtime():
+    code = ("import sys, wasinn_backend_tflite as b; b.backend_info(); "
+            "print(sorted(m for m in ('ai_edge_litert', 'tflite_runtime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_wasinn_backends_lists_tflite(capfd: pytest.CaptureFixture[str]):
+    assert cli(["backends", "--json"]) == 0
+    report = {entry["name"]: entry for entry in json.loads(capfd.readouterr().out)}
+    entry = report["tflite"]
+    assert entry["available"] and entry["distribution"] == "wasinn-backend-tflite"
+    assert entry["runtime"] == wasinn_backend_tflite.backend_info().runtime
+    assert entry["formats"] == ["tflite"]
+
+
+@pytest.mark.parametrize("key", ["litert", "tflite-runtime"])
+def test_interpreter_can_be_forced(key: str):
+    chosen = _runtime.select({_runtime.INTERPRETER_ENV: key})
+    distribution, module = {"litert": ("ai-edge-litert", "ai_edge_litert"),
+                            "tflite-runtime": ("tflite-runtime", "tflite_runtime")}[key]
+    if importlib.util.find_spec(module) is None:
+        assert isinstance(chosen, str) and "not installed" in chosen
+    elif key == "tflite-runtime" and int(np.__version__.split(".")[0]) >= 2:
+        assert isinstance(chosen, str) and "numpy<2" in chosen
+    else:
+        assert isinstance(chosen, _runtime.Runtime) and chosen.distribution == distribution
+
+
+def test_unknown_interpreter_name_makes_the_backend_unavailable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(_runtime.INTERPRETER_ENV, "tensorflow")
+    info = wasinn_backend_tflite.backend_info()
+    assert info.unavailable is not None and "litert or tflite-runtime" in info.unavailable
+
+
+def test_explain_scores_tflite_natively(host: WasiNnHost):
+    ranking = host.explain([(WAMR / "sum.tflite").read_bytes()])
+    winner = ranking.winner
+    assert winner is not None and winner.backend == "tflite"
+    assert winner.score == backend.SCORE
+    assert winner.device is not None and winner.device.startswith("cpu (XNNPACK")
+
+
+def test_can_handle_declines_other_formats_and_bad_models(host: WasiNnHost):
+    hw = host.hardware
+    good = host.describe_model([(WAMR / "sum.tflite").read_bytes()])
+    assert isinstance(wasinn_backend_tflite.can_handle(model=good, hw=hw), Score)
+    broken = bytearray((WAMR / "sum.tflite").read_bytes())
+    broken[0:4] = (0xFFFFFF00).to_bytes(4, "little")
+    answer = wasinn_backend_tflite.can_handle(model=host.describe_model([bytes(broken)]), hw=hw)
+    assert isinstance(answer, Decline) and answer.code is ErrorCode.INVALID_ARGUMENT
+    assert "root table" in answer.reason
+    custom = wasinn_backend_tflite.can_handle(model=host.describe_model([(DATA / "custom_op.tflite").read_bytes()]),
+                                              hw=hw)
+    assert isinstance(custom, Decline) and custom.code is ErrorCode.UNSUPPORTED_OPERATION
+
+
+# -- config ----------------------------------------------------------------------------------------
+def test_default_threads_follow_the_cpu(host: WasiNnHost, state: StoreState):
+    graph = state.graph(load_file(state, WAMR / "sum.tflite")).graph
+    cores = host.hardware.cpu.cores
+    assert graph.device == f"cpu (XNNPACK, {cores} thread{'s' if cores != 1 else ''})"
+
+
+@pytest.mark.parametrize(("config", "device"), [
+    ({"num_threads": 1}, "cpu (XNNPACK, 1 thread)"),
+    ({"num_threads": 3, "xnnpack": False}, "cpu (builtin kernels, 3 threads)"),
+])
+def test_config_sets_threads_and_kernels(host: WasiNnHost, state: StoreState, config: dict, device: str):
+    host.register_model("sum", WAMR / "sum.tflite", config=config)
+    graph = state.load_by_name("sum")
+    assert state.graph(graph).graph.device == device
+    context = state.init_execution_context(graph)
+    (out,) = run(state, context, np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1))
+    assert out.ravel().tolist() == [300.0]
+
+
+@pytest.mark.parametrize("config", [{"threads": 2}, {"num_threads": 0}, {"num_threads": "2"}, {"num_threads": True},
+                                    {"xnnpack": "yes"}, {"delegate": 5}, {"delegate_options": [1]}])
+def test_bad_config_is_invalid_argument(host: WasiNnHost, state: StoreState, config: dict):
+    host.register_model("sum", WAMR / "sum.tflite")
+    with pytest.raises(WasiNnError) as excinfo:
+        state.load_by_name("sum", config)
+    assert code_of(excinfo) is ErrorCode.INVALID_ARGUMENT
+
+
+# -- tensors -----------------------------------------------------------------------------------------
+def test_int8_and_uint8_quantized_inputs_are_taken_as_is(state: StoreState):
+    context = state.init_execution_context(load_file(state, DATA / "quant.tflite"))
+    q = np.array([[10, 12, 20, 0]], np.uint8)
+    s = np.array([[-3, 1, 127, -128]], np.int8)
+    real_q, real_s = run(state, context, q, s)
+    np.testing.assert_allclose(real_q, (q.astype(np.float32) - 10) * 0.5)
+    np.testing.assert_allclose(real_s, (s.astype(np.float32) + 3) * 0.25)
+
+
+def test_specs_name_types_and_dynamic_dimensions(state: StoreState):
+    graph = state.graph(load_file(state, WAMR / "mult_out.tflite")).graph
+    assert [s.describe() for s in graph.inputs] == ["f32[?,4,4,1]"]
+    assert [s.describe() for s in graph.outputs] == ["f32[?,1,4,1]", "f32[?,1,4,1]"]
+    birds = state.graph(load_file(state, DATA / "quant.tflite")).graph
+    assert [s.dtype for s in birds.inputs] == [TensorType.U8, TensorType.I8]
+
+
+def test_dynamic_inputs_keep_each_others_data_across_a_resize(state: StoreState):
+    context = state.init_execution_context(load_file(state, DATA / "dyn_add.tflite"))
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.full((2, 3), 10, np.float32)
+    # a is set (and resized to batch 2) first; resizing b must not lose a.
+    (out,) = run(state, context, a, b)
+    np.testing.assert_array_equal(out, a + b)
+    # Back to batch 1, one input at a time: the first resize happens while b is still [2,3].
+    (out,) = run(state, context, a[:1], b[:1])
+    np.testing.assert_array_equal(out, a[:1] + b[:1])
+
+
+def test_resize_that_the_model_cannot_take_is_invalid_argument(state: StoreState):
+    # affine's MUL/ADD take any batch, but a zero-size batch of a [-1,4] input is refused cleanly
+    # or computed; either way the context must stay usable afterwards.
+    context = state.init_execution_context(load_file(state, DATA / "affine.tflite"))
+    try:
+        run(state, context, np.zeros((0, 4), np.float32))
+    except WasiNnError as exc:
+        assert exc.code in (ErrorCode.INVALID_ARGUMENT, ErrorCode.RUNTIME_ERROR)
+    (out,) = run(state, context, np.array([[1, 2, 3, 4]], np.float32))
+    assert out.tolist() == [[3.0, 5.0, 7.0, 9.0]]
+
+
+def test_get_output_before_compute_is_invalid_argument(state: StoreState):
+    context = state.init_execution_context(load_file(state, WAMR / "sum.tflite"))
+    with pytest.raises(WasiNnError) as excinfo:
+        state.get_output(context, 0)
+    assert code_of(excinfo) is ErrorCode.INVALID_ARGUMENT
+
+
+def test_a_held_output_view_blocks_compute_instead_of_crashing(state: StoreState):
+    context = state.init_execution_context(load_file(state, DATA / "affine.tflite"))
+    x = np.ones((5000, 4), np.float32)  # an 80 kB output: returned as a view, not copied
+    state.set_input(context, 0, Tensor.from_numpy(x))
+    state.compute(context)
+    held = state.get_output(context, 0)
+    assert not held.flags.owndata
+    for blocked in (lambda: state.compute(context),
+                    lambda: state.set_input(context, 0, Tensor.from_numpy(x[:10]))):  # a resize
+        with pytest.raises(WasiNnError) as excinfo:
+            blocked()
+        assert code_of(excinfo) is ErrorCode.BUSY
+    assert held[0].tolist() == [3.0, 3.0, 3.0, 3.0]
+    del held
+    state.compute(context)
+
+
+def test_small_outputs_are_copied(state: StoreState):
+    context = state.init_execution_context(load_file(state, DIGITS_MODEL))
+    state.set_input(context, 0, Tensor.from_numpy(np.zeros((1, 64), np.float32)))
+    state.compute(context)
+    held = state.get_output(context, 0)
+    state.compute(context)  # nothing pins the interpreter
+    assert held.shape == (1, 10) and abs(float(held.sum()) - 1.0) < 1e-5
+
+
+# -- contexts ----------------------------------------------------------------------------------------
+def test_each_context_owns_an_interpreter_and_finalized_ones_are_reused(state: StoreState):
+    graph = load_file(state, WAMR / "sum.tflite")
+    first = state.init_execution_context(graph)
+    second = state.init_execution_context(graph)
+    one = state.context(first).context.state.interpreter
+    two = state.context(second).context.state.interpreter
+    assert one is not two
+    x = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
+    assert run(state, first, x)[0].ravel().tolist() == [300.0]
+    assert run(state, second, x * 2)[0].ravel().tolist() == [600.0]
+    state.set_input(first, 0, Tensor.from_numpy(np.concatenate([x, x])))  # batch 2: reallocated
+    state.finalize_execution_context(first)
+    third = state.init_execution_context(graph)
+    assert state.context(third).context.state.interpreter is one  # from the pool, back at batch 1
+    assert run(state, third, x)[0].ravel().tolist() == [300.0]
+
+
+def test_contexts_run_concurrently_from_threads(state: StoreState):
+    graph = load_file(state, DATA / "affine.tflite")
+    contexts = [state.init_execution_context(graph) for _ in range(4)]
+    failures: list[str] = []
+
+    def work(n: int, context: int) -> None:
+        rng = np.random.default_rng(n)
+        for _ in range(50):
+            x = rng.standard_normal((3, 4)).astype(np.float32)
+            (out,) = run(state, context, x)
+            if not np.allclose(out, x * 2 + 1):
+                failures.append(f"thread {n}")
+
+    threads = [threading.Thread(target=work, args=(n, c)) for n, c in enumerate(contexts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_contexts_outlive_an_unloaded_graph(state: StoreState):
+    graph = load_file(state, WAMR / "max.tflite")
+    context = state.init_execution_context(graph)
+    state.unload(graph)
+    (out,) = run(state, context, np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1))
+    assert out.ravel().tolist() == [24.0]
+
+
+# -- delegates and targets -------------------------------------------------------------------------
+@pytest.fixture
+def no_allowed_delegates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_runtime, "_allowed", {})
+    monkeypatch.delenv(_runtime.DELEGATES_ENV, raising=False)
+    monkeypatch.setattr(_runtime, "_edgetpu", lambda: None)
+
+
+@pytest.mark.usefixtures("no_allowed_delegates")
+def test_gpu_without_a_delegate_declines_with_unsupported_operation(host: WasiNnHost, state: StoreState):
+    model = host.describe_model([(WAMR / "sum.tflite").read_bytes()], target=ExecutionTarget.GPU)
+    answer = wasinn_backend_tflite.can_handle(model=model, hw=host.hardware)
+    assert isinstance(answer, Decline) and answer.code is ErrorCode.UNSUPPORTED_OPERATION
+    with pytest.raises(WasiNnError) as excinfo:
+        wasinn_backend_tflite.load(model=model, hw=host.hardware)
+    assert code_of(excinfo) is ErrorCode.UNSUPPORTED_OPERATION
+
+
+@pytest.mark.usefixtures("no_allowed_delegates")
+def test_delegates_come_only_from_the_host(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(_runtime.DELEGATES_ENV, "gpu=/opt/gpu_delegate.so:tpu=libedgetpu.so.1:bogus")
+    found = [(d.kind, d.library) for d in _runtime.allowed_delegates()]
+    assert found == [("gpu", "/opt/gpu_delegate.so"), ("tpu", "libedgetpu.so.1"), ("gpu", "bogus")]
+    assert _runtime.find_delegate("gpu_delegate.so") == _runtime.Delegate("/opt/gpu_delegate.so", "gpu")
+    assert _runtime.find_delegate("/tmp/guest-written.so") is None
+
+
+@pytest.mark.usefixtures("no_allowed_delegates")
+def test_an_allowed_library_that_is_no_delegate_fails_to_load_cleanly(host: WasiNnHost):
+    libc = ctypes.util.find_library("c")
+    assert libc
+    wasinn_backend_tflite.allow_delegate(libc, "gpu")
+    model = host.describe_model([(WAMR / "sum.tflite").read_bytes()], target=ExecutionTarget.GPU)
+    answer = wasinn_backend_tflite.can_handle(model=model, hw=host.hardware)
+    assert isinstance(answer, Score) and answer.device == f"gpu ({Path(libc).name})"
+    with pytest.raises(WasiNnError) as excinfo:
+        wasinn_backend_tflite.load(model=model, hw=host.hardware)
+    assert code_of(excinfo) is ErrorCode.UNSUPPORTED_OPERATION
+    assert "cannot load TFLite delegate" in excinfo.value.message
+
+
+# -- the probe ---------------------------------------------------------------------------------------
+def test_probe_policy(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(_probe.PROBE_ENV, raising=False)
+    assert _probe.wanted(trusted=False) and not _probe.wanted(trusted=True)
+    monkeypatch.setenv(_probe.PROBE_ENV, "always")
+    assert _probe.wanted(trusted=True)
+    monkeypatch.setenv(_probe.PROBE_ENV, "never")
+    assert not _probe.wanted(trusted=False)
+
+
+def test_probe_turns_a_crash_into_invalid_argument(monkeypatch: pytest.MonkeyPatch, state: StoreState):
+    monkeypatch.setenv(_probe.PROBE_ENV, "always")
+    with pytest.raises(WasiNnError) as excinfo:  # both runtimes segfault in invoke on this model
+        load_file(state, DATA / "crash_depthwise_no_bias.tflite")
+    assert code_of(excinfo) is ErrorCode.INVALID_ARGUMENT
+    assert "crashes the interpreter (SIGSEGV" in excinfo.value.message
+
+
+@pytest.mark.parametrize("name", ["no_split_options.tflite", "one_input_batch_matmul.tflite"])
+def test_known_crashers_are_refused_before_any_interpreter(monkeypatch: pytest.MonkeyPatch, state: StoreState,
+                                                            name: str):
+    monkeypatch.setenv(_probe.PROBE_ENV, "never")
+    with pytest.raises(WasiNnError) as excinfo:
+        load_file(state, DATA / name)
+    assert code_of(excinfo) is ErrorCode.INVALID_ARGUMENT
+    assert "malformed TFLite model" in excinfo.value.message
+
+
+def test_probe_runs_once_per_model(monkeypatch: pytest.MonkeyPatch, state: StoreState):
+    calls = []
+    real = _probe.subprocess.run
+    monkeypatch.setattr(_probe.subprocess, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(_probe, "_passed", type(_probe._passed)())
+    data = (DATA / "affine.tflite").read_bytes()
+    for _ in range(3):
+        state.load([data], TFLITE, CPU)  # guest bytes: untrusted, probed
+    assert len(calls) == 1
+
+
+def test_verification_is_shared_by_can_handle_and_load_and_then_released(host: WasiNnHost,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    from wasinn_backend_tflite import _verify
+    calls = []
+    real = _verify.verify
+    monkeypatch.setattr(_verify, "verify", lambda data: calls.append(len(data)) or real(data))
+    model = host.describe_model([(WAMR / "sum.tflite").read_bytes()])
+    assert isinstance(wasinn_backend_tflite.can_handle(model=model, hw=host.hardware), Score)
+    graph = wasinn_backend_tflite.load(model=model, hw=host.hardware)
+    assert len(calls) == 1
+    assert all(held is not model.builders[0] for held, _ in backend._verified.entries)
+    wasinn_backend_tflite.unload(graph=graph)
