@@ -188,7 +188,7 @@ class OnnxBackend:
 
     def _plan(self, model: ModelDescription, hw: Hardware) -> tuple[SessionConfig, Plan | Decline]:
         ort = _onnxruntime()
-        config = parse_config(model.config, hw.cpu.cores, ort.get_all_providers())
+        config = parse_config(model.config, hw.cpu.cores, ort.get_all_providers(), model.guest_config)
         plan = plan_providers(model.target, ort.get_available_providers(), hw, config.providers,
                               config.provider_options)
         return config, plan

@@ -90,8 +90,20 @@ def _option_value(provider: str, key: str, value: object) -> str:
     raise ConfigError(f"provider_options[{provider!r}][{key!r}] must be a string, number or boolean, got {value!r}")
 
 
-def parse_config(config: Mapping[str, Any], cpu_cores: int, known_providers: Sequence[str]) -> SessionConfig:
-    """Check ``config`` and fill in the defaults; :class:`ConfigError` says what is wrong."""
+#: Keys only the embedder's model config may set: provider options carry host paths for several
+#: execution providers (TensorRT's trt_engine_cache_path, the OpenVINO EP's cache_dir, ...).
+EMBEDDER_ONLY_KEYS = frozenset({"provider_options"})
+
+
+def parse_config(config: Mapping[str, Any], cpu_cores: int, known_providers: Sequence[str],
+                 guest_config: Mapping[str, Any] | None = None) -> SessionConfig:
+    """Check ``config`` and fill in the defaults; :class:`ConfigError` says what is wrong.
+
+    ``guest_config`` is the part of ``config`` a guest supplied (untrusted).
+    """
+    refused = sorted(EMBEDDER_ONLY_KEYS & set(guest_config or {}))
+    if refused:
+        raise ConfigError(f"a guest may not set {', '.join(refused)} (only the embedder's model config may)")
     unknown = sorted(str(key) for key in config if key not in DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)} for the onnx backend; "

@@ -89,6 +89,69 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     raise ValueError("truncated varint")
 
 
+# What nests inside what in onnx.proto, as far as tensors go: message kind -> {field number: kind}.
+_ONNX_NESTING: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "function": {7: "node", 11: "attribute"},
+    "training": {1: "graph", 2: "graph"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+_MAX_ONNX_DEPTH = 64
+
+
+def onnx_external_data(data: Buffer) -> bool:
+    """True if an ONNX model keeps any tensor's data in another file (``external_data`` entries or
+    ``data_location = EXTERNAL``), in any initializer, attribute, subgraph, function or training
+    graph; also True when the bytes cannot be walked (a model wasinn cannot vouch for).
+
+    A model with external data makes the runtime open paths the model names: from a guest, that is
+    a guest-chosen host path (OpenVINO reads them relative to the working directory, or absolute).
+    """
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    try:
+        return _walk_onnx(view, "model", 0)
+    except (ValueError, IndexError):
+        return True
+
+
+def _walk_onnx(view: memoryview, kind: str, depth: int) -> bool:
+    if depth > _MAX_ONNX_DEPTH:
+        raise ValueError("nested too deeply")
+    nested = _ONNX_NESTING[kind]
+    pos, end = 0, len(view)
+    while pos < end:
+        key, pos = _varint(view, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(view, pos)
+            if kind == "tensor" and number == _TENSOR_DATA_LOCATION and value == _EXTERNAL:
+                return True
+        elif wire == 2:
+            length, pos = _varint(view, pos)
+            if pos + length > end:
+                raise ValueError("truncated field")
+            if kind == "tensor" and number == _TENSOR_EXTERNAL_DATA:
+                return True
+            child = nested.get(number)
+            if child is not None and _walk_onnx(view[pos:pos + length], child, depth + 1):
+                return True
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated field")
+    return False
+
+
 def is_onnx(data: Buffer) -> bool:
     """True if ``data`` parses as an ONNX ModelProto at the top level and has a graph.
 

@@ -280,15 +280,18 @@ def get_output(state: StoreState, caller: wasmtime.Caller, context: int, index: 
                out_written: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_written, 4, "bytes-written out-pointer")
-    array = state.get_output(context & U32_MASK, index & U32_MASK)
-    nbytes = array.nbytes
-    if nbytes > (out_max & U32_MASK):
-        # Tell the guest how much it needs (WasmEdge and WAMR-ONNX do; harmless for others).
+
+    def deliver(array: Any) -> None:  # runs under the graph's lock
+        nbytes = array.nbytes
+        if nbytes > (out_max & U32_MASK):
+            # Tell the guest how much it needs (WasmEdge and WAMR-ONNX do; harmless for others).
+            memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} is {nbytes} bytes but the "
+                                                   f"guest buffer holds {out_max & U32_MASK}")
+        memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
         memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
-        raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} is {nbytes} bytes but the "
-                                               f"guest buffer holds {out_max & U32_MASK}")
-    memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
-    memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+
+    state.read_output(context & U32_MASK, index & U32_MASK, deliver)
 
 
 @host_function("unload")

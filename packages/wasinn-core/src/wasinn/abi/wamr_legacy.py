@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import wasmtime
 
@@ -50,7 +51,7 @@ def set_input(state: StoreState, caller: wasmtime.Caller, context: int, index: i
     if rank > MAX_RANK:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {rank} exceeds {MAX_RANK}")
     dims = memory.u32_array(dims_ptr, rank, "tensor dimensions")
-    dtype = PROFILE.tensor_types.get(type_number & 0xFF)
+    dtype = PROFILE.tensor_types.get(type_number)  # a 32-bit C enum: 0x101 is not f32
     if dtype is None:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown tensor type {type_number} (ABI profile {PROFILE.name})")
     data_len = element_count(dims) * dtype.itemsize  # the legacy record carries no length
@@ -64,14 +65,17 @@ def get_output(state: StoreState, caller: wasmtime.Caller, context: int, index: 
                size_inout: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     capacity = memory.u32(size_inout, "output size in/out pointer")
-    array = state.get_output(context & U32_MASK, index & U32_MASK)
-    elements = array.size
-    if elements > capacity:
+
+    def deliver(array: Any) -> None:  # runs under the graph's lock
+        elements = array.size
+        if elements > capacity:
+            memory.write_u32(size_inout, elements, "output size in/out pointer")
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} has {elements} elements but the "
+                                                   f"guest buffer holds {capacity}")
+        memory.copy_from_array(out_ptr, array, array.nbytes, "output buffer")
         memory.write_u32(size_inout, elements, "output size in/out pointer")
-        raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} has {elements} elements but the "
-                                               f"guest buffer holds {capacity}")
-    memory.copy_from_array(out_ptr, array, array.nbytes, "output buffer")
-    memory.write_u32(size_inout, elements, "output size in/out pointer")
+
+    state.read_output(context & U32_MASK, index & U32_MASK, deliver)
 
 
 FUNCTIONS: dict[str, tuple[int, Callable[..., int]]] = {

@@ -234,20 +234,31 @@ class WasiNnHost:
     def load_model(self, builders: Sequence[bytes | bytearray | memoryview], *, encoding: GraphEncoding,
                    target: ExecutionTarget) -> LoadedGraph:
         model = self.describe_model(builders, encoding=encoding, target=target)
+        if model.format == ModelFormat.ONNX and formats.onnx_external_data(model.builders[0]):
+            # Only an embedder's model (register_model, from its own files) may use external data.
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the ONNX model keeps tensor data in other files "
+                                                          "(external data): a guest's model must be self-contained")
         return self.load_description(model)
 
-    def load_named(self, name: str, config: Mapping[str, Any] | None = None) -> LoadedGraph:
-        """The shared graph of a named model (loaded on first use, then cached)."""
+    def load_named(self, name: str, config: Mapping[str, Any] | None = None, *,
+                   share_variants: bool = True) -> LoadedGraph:
+        """The shared graph of a named model (loaded on first use, then cached).
+
+        With ``share_variants=False`` (a guest's config), a config that changes the embedder's gives
+        a new graph for the caller to own, never cached: otherwise a guest could make the host hold
+        one graph per config it can think of.
+        """
         named = self.named.get(name)
         if named is None:
             raise WasiNnError(ErrorCode.NOT_FOUND, f"no model named {name!r} is registered")
         merged = {**named.config, **(config or {})}
         key = (name, config_key(merged))
-        cached = self.named.loaded.get(key)
+        shared = share_variants or key[1] == config_key(named.config)
+        cached = self.named.loaded.get(key) if shared else None
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         with self.named.lock:
-            cached = self.named.loaded.get(key)
+            cached = self.named.loaded.get(key) if shared else None
             if cached is not None:
                 return cached  # type: ignore[no-any-return]
             if self._closed:
@@ -258,8 +269,9 @@ class WasiNnHost:
                 raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"named model {name!r}: cannot read: {exc}") from exc
             model = self.describe_model(builders, encoding=named.encoding, target=named.target, name=name,
                                         paths=named.paths, config=merged, guest_config=config)
-            loaded = self.load_description(model, backend=named.backend, shared=True)
-            self.named.loaded[key] = loaded
+            loaded = self.load_description(model, backend=named.backend, shared=shared)
+            if shared:
+                self.named.loaded[key] = loaded
             return loaded
 
     # -- stores and linking ----------------------------------------------------------------------

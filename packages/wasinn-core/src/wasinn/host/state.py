@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import wasmtime
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from wasinn.host.host import WasiNnHost
 
 log = logging.getLogger("wasinn")
+_R = TypeVar("_R")
+
+
+def _identity(array: np.ndarray) -> np.ndarray:
+    return array
 
 
 def call_backend(backend: Backend, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -194,9 +199,12 @@ class StoreState:
 
     def load_by_name(self, name: str, config: Mapping[str, Any] | None = None) -> int:
         """``load_by_name`` / ``load_by_name_with_config``: a model the embedder registered."""
-        self._check_open()
-        loaded = self.host.load_named(name, config)
-        return self._add_graph(loaded)
+        tables = self._check_open()
+        if len(tables.graphs) >= self.limits.max_graphs_per_store:  # before a variant is compiled
+            raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.graphs)} graphs "
+                                              f"(limit {self.limits.max_graphs_per_store})")
+        # A guest's config variant is the store's own graph: its limits apply, unload releases it.
+        return self._add_graph(self.host.load_named(name, config, share_variants=False))
 
     def graph(self, handle: int) -> LoadedGraph:
         loaded = self.tables.graphs.get(handle)
@@ -266,20 +274,27 @@ class StoreState:
             call_backend(entry.loaded.backend, "compute", entry.compute, entry.context)
 
     def get_output(self, context_handle: int, index: int) -> np.ndarray:
-        """The output as a C-contiguous ndarray (possibly a view of the runtime's buffer)."""
+        """The output as a C-contiguous ndarray the caller may keep (a copy where the backend
+        serialises its contexts: its buffer may be reused as soon as the graph's lock is released)."""
+        serialised = not isinstance(self.context(context_handle).loaded.lock, nullcontext)
+        return self.read_output(context_handle, index, np.array if serialised else _identity)
+
+    def read_output(self, context_handle: int, index: int, consume: Callable[[np.ndarray], _R]) -> _R:
+        """Hand output ``index`` (C-contiguous, possibly a view of the runtime's buffer) to ``consume``
+        while the graph's lock is held, so that no other context of the graph can overwrite it."""
         entry = self.context(context_handle)
         if entry.output_count and not 0 <= index < entry.output_count:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"output index {index} out of range: the model has "
                                                           f"{entry.output_count} output(s)")
         with entry.loaded.lock:
             result = call_backend(entry.loaded.backend, "get_output", entry.get_output, entry.context, index)
-        if not isinstance(result, np.ndarray):
-            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {entry.loaded.backend.name}: get_output "
-                                                       f"returned {type(result).__name__}, not an ndarray")
-        if result.nbytes > self.limits.max_tensor_bytes:
-            raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index} of {result.nbytes} bytes exceeds the limit "
-                                                   f"of {self.limits.max_tensor_bytes} bytes")
-        return result if result.flags.c_contiguous else np.ascontiguousarray(result)
+            if not isinstance(result, np.ndarray):
+                raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {entry.loaded.backend.name}: get_output "
+                                                           f"returned {type(result).__name__}, not an ndarray")
+            if result.nbytes > self.limits.max_tensor_bytes:
+                raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index} of {result.nbytes} bytes exceeds the "
+                                                       f"limit of {self.limits.max_tensor_bytes} bytes")
+            return consume(result if result.flags.c_contiguous else np.ascontiguousarray(result))
 
     def unload(self, graph_handle: int) -> None:
         """Drop a graph handle. Contexts made from it stay usable until finalized."""
@@ -289,8 +304,9 @@ class StoreState:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown graph handle {graph_handle}")
         if loaded.shared:
             return
-        tables.store_bytes -= loaded.model_bytes
+        # Still used by a context: it stays in store_bytes, and is released with its last context.
         if not any(entry.loaded is loaded for entry in tables.contexts.values()):
+            tables.store_bytes -= loaded.model_bytes
             loaded.release()
 
     def finalize_execution_context(self, context_handle: int) -> None:
@@ -303,6 +319,7 @@ class StoreState:
         # A graph unloaded while its contexts lived is released with its last context.
         if (not loaded.shared and loaded not in tables.graphs.values()
                 and not any(e.loaded is loaded for e in tables.contexts.values())):
+            tables.store_bytes -= loaded.model_bytes
             loaded.release()
 
 
