@@ -236,8 +236,9 @@ class WasiNnHost:
         model = self.describe_model(builders, encoding=encoding, target=target)
         if model.format == ModelFormat.ONNX and formats.onnx_external_data(model.builders[0]):
             # Only an embedder's model (register_model, from its own files) may use external data.
-            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the ONNX model keeps tensor data in other files "
-                                                          "(external data): a guest's model must be self-contained")
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the ONNX model keeps tensor data in other files (external "
+                                                          "data), or its tensors cannot be parsed to check: a "
+                                                          "guest's model must be self-contained")
         return self.load_description(model)
 
     def load_named(self, name: str, config: Mapping[str, Any] | None = None, *,
