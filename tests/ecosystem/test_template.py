@@ -54,7 +54,11 @@ def test_rendering_renames_everything(tmp_path: Path) -> None:
 
 
 def test_the_template_is_shipped_once_inside_wasinn_core() -> None:
-    assert TEMPLATE_DIR.is_relative_to(REPO / "packages" / "wasinn-core" / "src" / "wasinn")
+    # installed (editable or not), the template is the package data of wasinn.testing
+    source = REPO / "packages" / "wasinn-core" / "src" / "wasinn" / "testing" / "backend_template"
+    assert TEMPLATE_DIR.parts[-2:] == ("testing", "backend_template")
+    assert sorted(str(p.relative_to(TEMPLATE_DIR)) for p in TEMPLATE_DIR.rglob("*") if "__pycache__" not in str(p)) \
+        == sorted(str(p.relative_to(source)) for p in source.rglob("*") if "__pycache__" not in str(p))
     assert sorted(p.name for p in (REPO / "templates" / "backend").iterdir()) == ["README.md"]
     assert "packages/wasinn-core/src/wasinn/testing/backend_template/" in \
         (REPO / "templates" / "backend" / "README.md").read_text()
