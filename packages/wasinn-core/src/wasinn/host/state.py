@@ -113,6 +113,16 @@ class StoreTables:
         self.store_bytes = 0
 
 
+def _release_if_unused(tables: StoreTables, loaded: LoadedGraph) -> None:
+    """Release a store-owned graph once it has no handle and no context left; until then it stays
+    in ``store_bytes`` (a graph unloaded while its contexts live goes with its last context)."""
+    if loaded.shared or loaded in tables.graphs.values():
+        return
+    if not any(entry.loaded is loaded for entry in tables.contexts.values()):
+        tables.store_bytes -= loaded.model_bytes
+        loaded.release()
+
+
 def _finalize_context(entry: ContextEntry) -> None:
     finalize = entry.loaded.backend.hook("finalize_execution_context")
     if finalize is not None:
@@ -166,13 +176,19 @@ class StoreState:
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, "this store's wasi-nn state was closed")
         return tables
 
-    def _add_graph(self, loaded: LoadedGraph) -> int:
-        tables = self._check_open()
+    def _check_graph_room(self, tables: StoreTables) -> None:
         if len(tables.graphs) >= self.limits.max_graphs_per_store:
-            if not loaded.shared:
-                loaded.release()
             raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.graphs)} graphs "
                                               f"(limit {self.limits.max_graphs_per_store}); unload some first")
+
+    def _add_graph(self, loaded: LoadedGraph) -> int:
+        tables = self._check_open()
+        try:
+            self._check_graph_room(tables)  # again: another thread may have filled the table meanwhile
+        except WasiNnError:
+            if not loaded.shared:
+                loaded.release()
+            raise
         handle = tables.next_graph
         tables.next_graph += 1
         tables.graphs[handle] = loaded
@@ -185,9 +201,7 @@ class StoreState:
         """``load``: model bytes from the guest. Returns the new graph handle."""
         tables = self._check_open()
         size = sum(len(b) for b in builders)
-        if len(tables.graphs) >= self.limits.max_graphs_per_store:
-            raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.graphs)} graphs "
-                                              f"(limit {self.limits.max_graphs_per_store})")
+        self._check_graph_room(tables)  # before the model is compiled
         if size > self.limits.max_model_bytes:
             raise WasiNnError(ErrorCode.TOO_LARGE, f"model of {size} bytes exceeds the limit of "
                                                    f"{self.limits.max_model_bytes} bytes")
@@ -199,10 +213,7 @@ class StoreState:
 
     def load_by_name(self, name: str, config: Mapping[str, Any] | None = None) -> int:
         """``load_by_name`` / ``load_by_name_with_config``: a model the embedder registered."""
-        tables = self._check_open()
-        if len(tables.graphs) >= self.limits.max_graphs_per_store:  # before a variant is compiled
-            raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(tables.graphs)} graphs "
-                                              f"(limit {self.limits.max_graphs_per_store})")
+        self._check_graph_room(self._check_open())  # before a variant is compiled
         # A guest's config variant is the store's own graph: its limits apply, unload releases it.
         return self._add_graph(self.host.load_named(name, config, share_variants=False))
 
@@ -302,12 +313,7 @@ class StoreState:
         loaded = tables.graphs.pop(graph_handle, None)
         if loaded is None:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown graph handle {graph_handle}")
-        if loaded.shared:
-            return
-        # Still used by a context: it stays in store_bytes, and is released with its last context.
-        if not any(entry.loaded is loaded for entry in tables.contexts.values()):
-            tables.store_bytes -= loaded.model_bytes
-            loaded.release()
+        _release_if_unused(tables, loaded)
 
     def finalize_execution_context(self, context_handle: int) -> None:
         tables = self._check_open()
@@ -315,12 +321,7 @@ class StoreState:
         if entry is None:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown execution context handle {context_handle}")
         _finalize_context(entry)
-        loaded = entry.loaded
-        # A graph unloaded while its contexts lived is released with its last context.
-        if (not loaded.shared and loaded not in tables.graphs.values()
-                and not any(e.loaded is loaded for e in tables.contexts.values())):
-            tables.store_bytes -= loaded.model_bytes
-            loaded.release()
+        _release_if_unused(tables, entry.loaded)
 
 
 def graph_lock(concurrent: bool) -> AbstractContextManager[Any]:
