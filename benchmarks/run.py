@@ -74,7 +74,8 @@ def bench_wat() -> str:
     lines = ["(module"]
     for name, arity in imports.items():
         lines.append(f'  (import "wasi_ephemeral_nn" "{name}" (func ${name} (param{" i32" * arity}) (result i32)))')
-    lines.append('  (import "bench" "empty" (func $empty (param i32) (result i32)))')
+    for arity in (1, 3, 5):  # empty host functions with the signatures of compute, set_input, get_output
+        lines.append(f'  (import "bench" "empty{arity}" (func $empty{arity} (param{" i32" * arity}) (result i32)))')
     lines.append('  (memory (export "memory") 2)')
     for export, name, arity in (("load", "load_by_name_with_config", 5), ("init", "init_execution_context", 2)):
         params = " ".join(f"(param ${i} i32)" for i in range(arity))
@@ -90,7 +91,10 @@ def bench_wat() -> str:
     lines.append(_loop("loop_compute", ["ctx"], _step(compute)))
     lines.append(_loop("loop_get_output", ["ctx", "out", "max", "written"], _step(get_output)))
     # An empty host function: errno 0 always, so the loop runs to the end.
-    lines.append(_loop("loop_empty", [], _step("(call $empty (local.get $n))")))
+    lines.append(_loop("loop_empty", [], _step("(call $empty1 (local.get $n))")))
+    lines.append(_loop("loop_empty3", ["a"], _step("(call $empty3 (local.get $a) (i32.const 0) (local.get $n))")))
+    lines.append(_loop("loop_empty5", ["a"], _step("(call $empty5 (local.get $a) (i32.const 0) (local.get $n) "
+                                                    "(i32.const 16) (i32.const 0))")))
     # unload of an invalid handle: errno != 0, so loop without stopping on it.
     lines.append(_loop("loop_unload_invalid", [], "      (local.set $e (call $unload (i32.const -1)))\n"))
     lines.append(")")
@@ -106,7 +110,8 @@ class BenchGuest:
         exports = self.instance.exports(self.store)
         self.memory: wasmtime.Memory = exports["memory"]  # type: ignore[assignment]
         self.f = {name: exports[name] for name in ("load", "init", "bench", "loop_set_input", "loop_compute",
-                                                   "loop_get_output", "loop_empty", "loop_unload_invalid")}
+                                                   "loop_get_output", "loop_empty", "loop_empty3", "loop_empty5",
+                                                   "loop_unload_invalid")}
         self.rec = self.out = self.max = 0
 
     def u32(self, ptr: int) -> int:
@@ -159,7 +164,9 @@ class BenchGuest:
 def make_linker(host: Any, engine: wasmtime.Engine) -> wasmtime.Linker:
     linker = wasmtime.Linker(engine)
     host.add_to_linker(linker)
-    linker.define_func("bench", "empty", wasmtime.FuncType([I32], [I32]), lambda caller, x: 0, access_caller=True)
+    for arity in (1, 3, 5):
+        linker.define_func("bench", f"empty{arity}", wasmtime.FuncType([I32] * arity, [I32]),
+                           lambda caller, *args: 0, access_caller=True)
     return linker
 
 
@@ -418,28 +425,40 @@ def bench_overhead(quick: bool, workdir: Path) -> dict[str, Any]:
     logging.getLogger("wasinn").setLevel(logging.CRITICAL)  # the invalid unload logs a warning per call
     n = 2000 if quick else 20000
     reps = 3 if quick else 9
-    calls: dict[str, Callable[[], Any]] = {
-        "empty host func (access_caller=True)": lambda: guest.f["loop_empty"](guest.store, n),
-        "compute (no-op backend)": lambda: guest.f["loop_compute"](guest.store, ctx, n),
-        "set_input 16 B (no-op backend)": lambda: guest.f["loop_set_input"](guest.store, ctx, guest.rec, n),
-        "get_output 16 B (no-op backend)": lambda: guest.f["loop_get_output"](guest.store, ctx, guest.out, 16,
-                                                                              A_WRITTEN, n),
-        "unload(invalid handle), log level CRITICAL": lambda: guest.f["loop_unload_invalid"](guest.store, n),
+    # name -> (loop, the empty host function of the same signature it is compared with)
+    calls: dict[str, tuple[Callable[[], Any], str]] = {
+        "empty host func, 1 param": (lambda: guest.f["loop_empty"](guest.store, n), "empty host func, 1 param"),
+        "empty host func, 3 params": (lambda: guest.f["loop_empty3"](guest.store, ctx, n),
+                                      "empty host func, 3 params"),
+        "empty host func, 5 params": (lambda: guest.f["loop_empty5"](guest.store, ctx, n),
+                                      "empty host func, 5 params"),
+        "compute (no-op backend)": (lambda: guest.f["loop_compute"](guest.store, ctx, n),
+                                    "empty host func, 1 param"),
+        "set_input 16 B (no-op backend)": (lambda: guest.f["loop_set_input"](guest.store, ctx, guest.rec, n),
+                                           "empty host func, 3 params"),
+        "get_output 16 B (no-op backend)": (lambda: guest.f["loop_get_output"](guest.store, ctx, guest.out, 16,
+                                                                               A_WRITTEN, n),
+                                            "empty host func, 5 params"),
+        "unload(invalid handle), log level CRITICAL": (lambda: guest.f["loop_unload_invalid"](guest.store, n),
+                                                       "empty host func, 1 param"),
     }
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(reps):  # interleaved
-        for name, fn in calls.items():
+        for name, (fn, _floor) in calls.items():
             t = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - t) / n * 1e6)
     logging.getLogger("wasinn").setLevel(logging.NOTSET)
     out: dict[str, Any] = {"calls_per_batch": n, "batches": reps, "per_call_us": {}}
-    floor = statistics.median(samples["empty host func (access_caller=True)"])
+    floor_1 = statistics.median(samples["empty host func, 1 param"])
     for name, values in samples.items():
         med = statistics.median(values)
+        same = statistics.median(samples[calls[name][1]])
         out["per_call_us"][name] = {"median": med, "min": min(values), "max": max(values),
-                                    "ratio_to_empty": med / floor}
-        print(f"  {name}: {med:.2f} µs/call ({med / floor:.2f}x the empty host call)", flush=True)
+                                    "floor": calls[name][1], "ratio_to_same_signature": med / same,
+                                    "ratio_to_empty_1_param": med / floor_1, "added_us": med - same}
+        print(f"  {name}: {med:.2f} µs/call, {med / same:.2f}x the empty host call of its signature "
+              f"(+{med - same:.2f} µs), {med / floor_1:.2f}x the 1-param one", flush=True)
     guest.store.close()
     host.close()
     return out

@@ -4,12 +4,20 @@ Every pointer and length a guest passes is checked against the memory's current 
 touched; a bad one is ``invalid_argument``, never a crash. Views made here are zero-copy and must
 not outlive the host call: linear memory can move when it grows, and reading a view after its
 store is closed crashes the process.
+
+The hot path (``set_input``/``get_output`` are called per inference) costs a few microseconds on top of
+wasmtime-py's own trampoline. Two things keep it there: :class:`CachedMemory` reads a memory's base and
+size with two raw C calls instead of wasmtime-py's wrappers, and it reuses one :class:`GuestMemory`
+(one ctypes view of the whole memory, sliced per access) for as long as the base and size are unchanged.
+Both are checked on every host call, so a grown or moved memory is never read through a stale view.
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import wasmtime
 
@@ -18,21 +26,27 @@ from wasinn.errors import WasiNnError
 
 _U32 = struct.Struct("<I")
 U32_MASK = 0xFFFFFFFF
+_EMPTY = memoryview(b"")
+_U32_ARRAYS = [struct.Struct(f"<{count}I") for count in range(9)]  # tensor dims: rank 0 to 8 prebuilt
 
 
 class GuestMemory:
-    """The calling instance's exported ``memory``, for the duration of one host call."""
+    """A guest's linear memory as it is during one host call: its base address, size and a view of it."""
 
-    __slots__ = ("base", "size")
+    __slots__ = ("all", "base", "size")
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
         self.size = size
+        #: The whole memory, zero-copy; every access below is a bounds-checked slice of it.
+        self.all = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B") if size and base else _EMPTY
 
     @classmethod
-    def of(cls, caller: wasmtime.Caller, cached: wasmtime.Memory | None = None) -> GuestMemory:
+    def of(cls, caller: wasmtime.Caller, cached: CachedMemory | None = None) -> GuestMemory:
         """The caller's memory; ``cached`` (the store's only instance's memory) skips the export lookup."""
-        memory = cached if cached is not None else caller.get("memory")
+        if cached is not None:
+            return cached.current(caller)
+        memory = caller.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             raise WasiNnError(ErrorCode.MISSING_MEMORY, "the guest exports no linear memory named 'memory'")
         size = memory.data_len(caller)
@@ -50,40 +64,91 @@ class GuestMemory:
     def view(self, ptr: int, length: int, what: str) -> memoryview:
         """A writable zero-copy view of guest bytes (do not keep it past the call)."""
         offset = self.check(ptr, length, what)
-        if length == 0:
-            return memoryview(b"")
-        return memoryview((ctypes.c_ubyte * length).from_address(self.base + offset)).cast("B")
+        return self.all[offset:offset + length]
 
     def read(self, ptr: int, length: int, what: str) -> bytes:
         """A copy of guest bytes."""
         offset = self.check(ptr, length, what)
-        return ctypes.string_at(self.base + offset, length) if length else b""
+        return bytes(self.all[offset:offset + length])
+
+    def unpack(self, layout: struct.Struct, ptr: int, what: str) -> tuple[Any, ...]:
+        """A little-endian record of ``layout`` read in place (no intermediate copy)."""
+        return layout.unpack_from(self.all, self.check(ptr, layout.size, what))
 
     def u32(self, ptr: int, what: str) -> int:
-        offset = self.check(ptr, 4, what)
-        return int(_U32.unpack(ctypes.string_at(self.base + offset, 4))[0])
+        return int(_U32.unpack_from(self.all, self.check(ptr, 4, what))[0])
 
     def u32_array(self, ptr: int, count: int, what: str) -> tuple[int, ...]:
         offset = self.check(ptr, count * 4, what)
-        return struct.unpack(f"<{count}I", ctypes.string_at(self.base + offset, count * 4)) if count else ()
+        layout = _U32_ARRAYS[count] if count < len(_U32_ARRAYS) else struct.Struct(f"<{count}I")
+        return layout.unpack_from(self.all, offset)
 
     def u8(self, ptr: int, what: str) -> int:
-        offset = self.check(ptr, 1, what)
-        return ctypes.c_ubyte.from_address(self.base + offset).value
+        return self.all[self.check(ptr, 1, what)]
 
     def write_u32(self, ptr: int, value: int, what: str) -> None:
-        offset = self.check(ptr, 4, what)
-        ctypes.memmove(self.base + offset, _U32.pack(value & U32_MASK), 4)
+        _U32.pack_into(self.all, self.check(ptr, 4, what), value & U32_MASK)
 
     def write(self, ptr: int, data: bytes, what: str) -> None:
         offset = self.check(ptr, len(data), what)
-        ctypes.memmove(self.base + offset, data, len(data))
+        self.all[offset:offset + len(data)] = data
 
-    def copy_from_array(self, ptr: int, source: object, nbytes: int, what: str) -> None:
+    def copy_from_array(self, ptr: int, source: Any, nbytes: int, what: str) -> None:
         """Copy ``nbytes`` from a C-contiguous ndarray (or any buffer) into guest memory: one memcpy."""
         offset = self.check(ptr, nbytes, what)
         if nbytes:
-            import numpy as np
+            try:
+                data = memoryview(source).cast("B")
+            except (TypeError, ValueError):  # a format memoryview cannot cast (e.g. non-native byte order)
+                import numpy as np
 
-            array = source if isinstance(source, np.ndarray) else np.frombuffer(source, np.uint8)  # type: ignore[call-overload]
-            ctypes.memmove(self.base + offset, array.ctypes.data, nbytes)
+                data = memoryview(np.ascontiguousarray(source).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+            if data.nbytes != nbytes:
+                raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"{what}: the source holds {data.nbytes} bytes, "
+                                                           f"not {nbytes}")
+            self.all[offset:offset + nbytes] = data
+
+
+def _raw_reader(symbol: str, restype: Any) -> Callable[[Any, int], Any] | None:
+    # A private handle on wasmtime's C function with an int-returning signature; wasmtime-py's own
+    # wrapper builds a ctypes pointer object per call. None when wasmtime-py's internals differ.
+    try:
+        from wasmtime import _ffi as ffi
+
+        function = ffi.dll[symbol]
+    except (ImportError, AttributeError, KeyError, OSError):
+        return None
+    function.restype = restype
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    return function
+
+
+_memory_base = _raw_reader("wasmtime_memory_data", ctypes.c_void_p)
+_memory_size = _raw_reader("wasmtime_memory_data_size", ctypes.c_size_t)
+
+
+class CachedMemory:
+    """The exported memory of a store's only instance, kept so a host call needs no export lookup."""
+
+    __slots__ = ("_address", "_view", "memory")
+
+    def __init__(self, memory: wasmtime.Memory) -> None:
+        self.memory = memory
+        raw = getattr(memory, "_memory", None)
+        # The address of wasmtime's small memory handle struct, owned (and kept alive) by ``memory``.
+        self._address = ctypes.addressof(raw) if raw is not None and _memory_base and _memory_size else None
+        self._view: GuestMemory | None = None
+
+    def current(self, caller: wasmtime.Caller) -> GuestMemory:
+        """The memory as it is now: the previous view when base and size are unchanged."""
+        if self._address is None:
+            size = self.memory.data_len(caller)
+            base = ctypes.addressof(self.memory.data_ptr(caller).contents) if size else 0
+        else:
+            context = caller._context()
+            size = _memory_size(context, self._address)  # type: ignore[misc]
+            base = _memory_base(context, self._address) or 0  # type: ignore[misc]
+        view = self._view
+        if view is None or view.base != base or view.size != size:
+            view = self._view = GuestMemory(base, size)
+        return view

@@ -303,12 +303,13 @@ class WasiNnHost:
         stop doing so.
         """
         from wasinn.abi.linking import prepare_module
+        from wasinn.abi.memory import CachedMemory
         prepare_module(self, store, module)
         instance = linker.instantiate(store, module)
         state = self.state(store)
         state.instances += 1
         memory = instance.exports(store).get("memory") if state.instances == 1 else None
-        state.memory = memory if isinstance(memory, wasmtime.Memory) else None
+        state.memory = CachedMemory(memory) if isinstance(memory, wasmtime.Memory) else None
         return instance
 
     @staticmethod

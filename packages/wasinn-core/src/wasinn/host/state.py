@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import wasmtime
 
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import WasiNnError
@@ -25,6 +24,7 @@ from wasinn.plugins import Backend
 from wasinn.tensor import Tensor, element_count
 
 if TYPE_CHECKING:
+    from wasinn.abi.memory import CachedMemory
     from wasinn.abi.profiles import AbiProfile
     from wasinn.host.host import WasiNnHost
 
@@ -82,6 +82,8 @@ class ContextEntry:
     get_output: Callable[..., Any]
     input_count: int
     output_count: int
+    #: (index, guest type number, dims, byte length) -> tensor type, for inputs that passed every check.
+    checked_inputs: dict[tuple[int, int, tuple[int, ...], int], TensorType] = field(default_factory=dict)
 
 
 class StoreTables:
@@ -151,7 +153,7 @@ class StoreState:
         self.corrections_logged: set[str] = set()
         #: The guest's exported memory, cached by ``WasiNnHost.instantiate`` to spare a lookup per
         #: call; only while the store holds a single instance (a second one turns the cache off).
-        self.memory: wasmtime.Memory | None = None
+        self.memory: CachedMemory | None = None
         self.instances = 0
         # Runs on store.close() and on garbage collection of the store (wasmtime drops its data).
         self._finalizer = weakref.finalize(self, self.tables.release_all)
