@@ -33,7 +33,9 @@ import wasmtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo" / "models"
-BIRDS = Path("/work/shared/models/wasmedge-tflite-birds/lite-model_aiy_vision_classifier_birds_V1_3.tflite")
+# The shared models folder sits beside the checkout (../shared), as the tests expect it.
+BIRDS = (ROOT.parent / "shared" / "models" / "wasmedge-tflite-birds"
+         / "lite-model_aiy_vision_classifier_birds_V1_3.tflite")
 PAGE = 65536
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 I32 = wasmtime.ValType.i32()
@@ -561,6 +563,7 @@ def bench_load(quick: bool, workdir: Path, backends: list[str]) -> dict[str, Any
 MEMORY_CHILD = """
 import json, sys
 sys.path.insert(0, {bench_dir!r})
+import numpy as np
 import run as b, wasinn, wasmtime
 def rss():
     with open("/proc/self/statm") as f:
@@ -571,15 +574,26 @@ engine = wasmtime.Engine(); linker = b.make_linker(host, engine); module = wasmt
 g0 = b.BenchGuest(host, engine, linker, module)
 r0 = rss()
 guests = [g0]
-guests[0].init(guests[0].load_by_name("m"))
+contexts = [g0.init(g0.load_by_name("m"))]
 r1 = rss()
 for _ in range(99):
     g = b.BenchGuest(host, engine, linker, module)
-    g.init(g.load_by_name("m"))
+    contexts.append(g.init(g.load_by_name("m")))
     guests.append(g)
 r100 = rss()
+# Then one inference in every store, each context keeping its inputs and outputs as wasi-nn requires.
+graph = host.state(g0.store).context(contexts[0]).loaded.graph
+x = np.ones(graph.inputs[0].shape, graph.inputs[0].dtype.numpy_dtype)
+out_bytes = int(np.prod(graph.outputs[0].shape)) * graph.outputs[0].dtype.itemsize
+g0.place(x, out_bytes, b.TYPE_NUMBER[x.dtype]); g0.bench(contexts[0], 1)
+r1_infer = rss()
+for g, ctx in zip(guests[1:], contexts[1:]):
+    g.place(x, out_bytes, b.TYPE_NUMBER[x.dtype]); g.bench(ctx, 1)
+r100_infer = rss()
 print(json.dumps({{"rss_before_mb": r0 / 1e6, "rss_1_store_mb": r1 / 1e6, "rss_100_stores_mb": r100 / 1e6,
-                  "model_file_mb": {size} / 1e6}}))
+                  "rss_1_store_after_inference_mb": r1_infer / 1e6,
+                  "rss_100_stores_after_inference_mb": r100_infer / 1e6,
+                  "input_bytes": x.nbytes, "output_bytes": out_bytes, "model_file_mb": {size} / 1e6}}))
 """
 
 
@@ -597,10 +611,13 @@ def bench_memory(quick: bool, backends: list[str]) -> dict[str, Any]:
         r["one_model_mb"] = r["rss_1_store_mb"] - r["rss_before_mb"]
         r["extra_99_stores_mb"] = r["rss_100_stores_mb"] - r["rss_1_store_mb"]
         r["extra_over_one_model"] = r["extra_99_stores_mb"] / r["one_model_mb"] if r["one_model_mb"] > 0 else None
+        r["extra_99_stores_after_inference_mb"] = (r["rss_100_stores_after_inference_mb"]
+                                                   - r["rss_1_store_after_inference_mb"])
         key = f"{backend} {path.name}"
         out[key] = r
-        print(f"  {key}: one model +{r['one_model_mb']:.1f} MB RSS, 99 more stores +{r['extra_99_stores_mb']:.1f} MB",
-              flush=True)
+        print(f"  {key}: one model +{r['one_model_mb']:.1f} MB RSS, 99 more stores +{r['extra_99_stores_mb']:.1f} MB;"
+              f" after one inference in each: +{r['extra_99_stores_after_inference_mb']:.1f} MB "
+              f"(inputs {r['input_bytes'] / 1e6:.2f} MB a context)", flush=True)
     return out
 
 

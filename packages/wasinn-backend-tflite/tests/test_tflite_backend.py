@@ -240,25 +240,96 @@ def test_small_outputs_are_copied(state: StoreState):
 
 
 # -- contexts ----------------------------------------------------------------------------------------
-def test_each_context_owns_an_interpreter_and_finalized_ones_are_reused(state: StoreState):
+def _slot(state: StoreState, context: int) -> backend.Slot | None:
+    slot: backend.Slot | None = state.context(context).context.state.slot
+    return slot
+
+
+def _graph_state(state: StoreState, graph: int) -> backend.GraphState:
+    graph_state: backend.GraphState = state.graph(graph).graph.state
+    return graph_state
+
+
+def test_contexts_lease_interpreters_lazily_and_finalized_ones_are_reused(state: StoreState):
     graph = load_file(state, WAMR / "sum.tflite")
     first = state.init_execution_context(graph)
     second = state.init_execution_context(graph)
-    one = state.context(first).context.state.interpreter
-    two = state.context(second).context.state.interpreter
-    assert one is not two
+    assert _slot(state, first) is None and _slot(state, second) is None  # an idle context holds nothing
     x = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
     assert run(state, first, x)[0].ravel().tolist() == [300.0]
     assert run(state, second, x * 2)[0].ravel().tolist() == [600.0]
+    one, two = _slot(state, first), _slot(state, second)
+    assert one is not None and two is not None and one.interpreter is not two.interpreter
+    assert _graph_state(state, graph).interpreters == 2  # the default limit is the CPU count (>= 2 here)
     state.set_input(first, 0, Tensor.from_numpy(np.concatenate([x, x])))  # batch 2: reallocated
     state.finalize_execution_context(first)
     third = state.init_execution_context(graph)
-    assert state.context(third).context.state.interpreter is one  # from the pool, back at batch 1
     assert run(state, third, x)[0].ravel().tolist() == [300.0]
+    slot = _slot(state, third)
+    assert slot is not None and slot.interpreter is one.interpreter  # reused, back at batch 1
+    assert _graph_state(state, graph).interpreters == 2
 
 
-def test_contexts_run_concurrently_from_threads(state: StoreState):
-    graph = load_file(state, DATA / "affine.tflite")
+def test_contexts_share_interpreters_beyond_the_limit_without_mixing_data(host: WasiNnHost):
+    host.register_model("sum", WAMR / "sum.tflite", config={"max_interpreters": 1})
+    state = host.new_state()
+    graph = state.load_by_name("sum")
+    a, b, c = (state.init_execution_context(graph) for _ in range(3))
+    x = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
+    state.set_input(a, 0, Tensor.from_numpy(x))
+    state.set_input(b, 0, Tensor.from_numpy(np.concatenate([x, x]) * 2))  # takes a's interpreter, batch 2
+    assert _slot(state, a) is None and _slot(state, b) is not None
+    state.compute(a)  # takes it back: a's saved input is put back, at a's batch size
+    state.compute(b)  # and again; a's output is saved first
+    state.set_input(c, 0, Tensor.from_numpy(x * 3))
+    state.compute(c)
+    assert state.get_output(a, 0).ravel().tolist() == [300.0]
+    assert state.get_output(b, 0).ravel().tolist() == [600.0, 600.0]
+    assert state.get_output(c, 0).ravel().tolist() == [900.0]
+    state.compute(a)  # computing again without setting inputs uses a's own input
+    assert state.get_output(a, 0).ravel().tolist() == [300.0]
+    assert _graph_state(state, graph).interpreters == 1
+    for context in (a, b, c):
+        state.finalize_execution_context(context)
+    assert _graph_state(state, graph).interpreters == 1 and len(_graph_state(state, graph).idle) == 1
+    state.close()
+
+
+def test_a_context_with_a_live_output_view_keeps_its_interpreter(host: WasiNnHost):
+    host.register_model("affine", DATA / "affine.tflite", config={"max_interpreters": 1})
+    state = host.new_state()
+    graph = state.load_by_name("affine")
+    a, b = state.init_execution_context(graph), state.init_execution_context(graph)
+    x = np.ones((3, 4), np.float32)
+    state.set_input(a, 0, Tensor.from_numpy(x))
+    state.compute(a)
+    interpreter = _slot(state, a).interpreter  # type: ignore[union-attr]
+    view = interpreter.tensor(_graph_state(state, graph).outputs[0].tensor)()  # pins a's buffers
+    state.set_input(b, 0, Tensor.from_numpy(x * 2))  # cannot take a's interpreter: builds another
+    assert _slot(state, a).interpreter is interpreter  # type: ignore[union-attr]
+    assert _graph_state(state, graph).interpreters == 2
+    state.compute(b)
+    assert view.ravel().tolist() == [3.0] * 12
+    del view
+    state.finalize_execution_context(a)
+    state.finalize_execution_context(b)
+    assert _graph_state(state, graph).interpreters == 1  # the one built beyond the limit is not kept
+    state.close()
+
+
+def test_max_interpreters_is_checked(host: WasiNnHost):
+    for bad in (0, -1, True, "2", 2000):
+        host.register_model("sum", WAMR / "sum.tflite", config={"max_interpreters": bad})
+        with pytest.raises(WasiNnError) as excinfo:
+            host.new_state().load_by_name("sum")
+        assert code_of(excinfo) in (ErrorCode.INVALID_ARGUMENT, ErrorCode.UNSUPPORTED_OPERATION), bad
+
+
+@pytest.mark.parametrize("max_interpreters", [4, 1])  # 1: the threads' contexts keep taking each other's
+def test_contexts_run_concurrently_from_threads(host: WasiNnHost, max_interpreters: int):
+    host.register_model("affine", DATA / "affine.tflite", config={"max_interpreters": max_interpreters})
+    state = host.new_state()
+    graph = state.load_by_name("affine")
     contexts = [state.init_execution_context(graph) for _ in range(4)]
     failures: list[str] = []
 
@@ -276,6 +347,8 @@ def test_contexts_run_concurrently_from_threads(state: StoreState):
     for t in threads:
         t.join()
     assert not failures
+    assert _graph_state(state, graph).interpreters <= 4
+    state.close()
 
 
 def test_contexts_outlive_an_unloaded_graph(state: StoreState):

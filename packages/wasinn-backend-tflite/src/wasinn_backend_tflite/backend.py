@@ -7,10 +7,11 @@ Design:
   run (custom ops, targets without a delegate).
 * ``load`` builds one interpreter, which proves the model loads and gives the tensor details; the
   graph keeps the model bytes.
-* Each context owns an interpreter (they are not thread-safe, and one interpreter holds one set of
-  input/output buffers), built from the graph's shared bytes (``model_content=``, no copy). A
-  finalized context's interpreter goes back to a small per-graph pool, so a fresh store's context
-  usually costs nothing. Contexts therefore run concurrently.
+* A running context holds an interpreter (they are not thread-safe, and one interpreter holds one set
+  of input/output buffers), built from the graph's shared bytes (``model_content=``, no copy). Each
+  interpreter costs megabytes, so a graph keeps at most ``max_interpreters`` and idle contexts give
+  theirs up to running ones, their tensors saved and restored (:class:`GraphState`). Contexts
+  therefore run concurrently, and 100 idle stores do not cost 100 interpreters.
 * ``set_input`` copies the guest's bytes once, straight into the interpreter's input buffer;
   ``get_output`` returns a view of the output buffer, which the core copies once into the guest.
 """
@@ -57,11 +58,9 @@ SCORE = 90.0
 #: Custom ops that the builtin op resolver of both runtimes registers.
 BUILTIN_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess"})
 EDGETPU_OP = "edgetpu-custom-op"
-#: Idle interpreters a graph keeps for its next contexts.
-POOL_SIZE = 2
 #: Outputs up to this size are copied out of the interpreter; larger ones are returned as views.
 SMALL_OUTPUT = 16 * 1024
-CONFIG_KEYS = ("num_threads", "xnnpack", "delegate", "delegate_options")
+CONFIG_KEYS = ("num_threads", "max_interpreters", "xnnpack", "delegate", "delegate_options")
 
 _TYPES: dict[np.dtype[Any], TensorType] = {
     np.dtype(np.float16): TensorType.F16,
@@ -82,6 +81,8 @@ class Options:
     """A model's config, checked."""
 
     num_threads: int
+    #: Interpreters a graph keeps for its contexts before they start sharing (see GraphState).
+    max_interpreters: int = 2
     xnnpack: bool = True
     delegate: _runtime.Delegate | None = None
     delegate_options: Mapping[str, str] = field(default_factory=dict)
@@ -105,6 +106,9 @@ def parse_options(config: Mapping[str, Any], target: ExecutionTarget, hw: Hardwa
     threads = config.get("num_threads", max(1, hw.cpu.cores))
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
         raise _invalid(f"config num_threads must be an integer from 1 to 1024, not {threads!r}")
+    interpreters = config.get("max_interpreters", max(1, hw.cpu.cores))
+    if isinstance(interpreters, bool) or not isinstance(interpreters, int) or not 1 <= interpreters <= 1024:
+        raise _invalid(f"config max_interpreters must be an integer from 1 to 1024, not {interpreters!r}")
     xnnpack = config.get("xnnpack", True)
     if not isinstance(xnnpack, bool):
         raise _invalid(f"config xnnpack must be true or false, not {xnnpack!r}")
@@ -135,7 +139,7 @@ def parse_options(config: Mapping[str, Any], target: ExecutionTarget, hw: Hardwa
             and delegate.kind != target.value:
         raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION,
                           f"delegate {delegate.label} serves {delegate.kind}, not the requested {target.value}")
-    return Options(threads, xnnpack, delegate, delegate_options)
+    return Options(threads, interpreters, xnnpack, delegate, delegate_options)
 
 
 # -- model verification (cached between can_handle and load) --------------------------------------
@@ -266,14 +270,32 @@ def _check_delegate_library(delegate: _runtime.Delegate) -> None:
                                                                f"it does not export {symbol}")
 
 
+@dataclass(eq=False, slots=True)
+class Slot:
+    """An interpreter and the input shapes its tensors are allocated for."""
+
+    interpreter: Any
+    shapes: list[tuple[int, ...]]
+
+
 class GraphState:
-    """What a loaded graph shares with its contexts."""
+    """What a loaded graph shares with its contexts: the model bytes and a bounded set of interpreters.
+
+    A context leases an interpreter when it first needs one (``set_input`` or ``compute``) and keeps it
+    while it runs. When every interpreter is leased and another context needs one, the graph takes it
+    from the context that leased longest ago and is not running right now: that context's inputs (and
+    outputs, if computed) are saved as arrays it owns, and put back when it next leases. So idle contexts
+    (one per store, typically) cost their tensors' bytes, not an interpreter each.
+    """
 
     def __init__(self, data: bytes, api: _runtime.Api, options: Options) -> None:
         self.data = data
         self.api = api
         self.options = options
-        self.pool: list[Any] = []
+        self.idle: list[Slot] = []
+        #: Contexts holding a slot, in the order they leased it (the first is the next to give one up).
+        self.holders: dict[ContextState, None] = {}
+        self.interpreters = 0  # alive: idle + leased
         self.lock = threading.Lock()
         self.inputs: list[Port] = []
         self.outputs: list[Port] = []
@@ -309,37 +331,124 @@ class GraphState:
             raise _load_error("allocating tensors", exc) from None
         return interpreter
 
-    def take(self) -> Any:
-        with self.lock:
-            if self.pool:
-                return self.pool.pop()
-        return self.build()
+    def model_shapes(self) -> list[tuple[int, ...]]:
+        return [port.shape for port in self.inputs]
 
-    def give_back(self, interpreter: Any, shapes: Sequence[tuple[int, ...]]) -> None:
-        """Keep a finalized context's interpreter for the next context, when that is safe."""
-        if self.unloaded or not interpreter._safe_to_run():
-            return  # someone still holds a view of its buffers: let it go with them
+    def lease(self, ctx: ContextState) -> Slot:
+        """A slot for ``ctx`` (whose own lock the caller holds), with ``ctx``'s saved tensors put back."""
+        slot = None
+        with self.lock:
+            if self.idle:
+                slot = self.idle.pop()
+            elif self.interpreters >= self.options.max_interpreters:
+                slot = self._take_from_another(ctx)
+            if slot is None:
+                self.interpreters += 1  # reserved now; built below, outside the lock
+        if slot is None:
+            try:
+                slot = Slot(self.build(), self.model_shapes())
+            except BaseException:
+                with self.lock:
+                    self.interpreters -= 1
+                raise
         try:
-            if any(shape != port.shape for shape, port in zip(shapes, self.inputs, strict=True)):
-                for port in self.inputs:
-                    interpreter.resize_tensor_input(port.tensor, list(port.shape))
-                interpreter.allocate_tensors()
+            _restore(self, ctx, slot)
+        except BaseException:
+            self._drop(slot)
+            raise
+        with self.lock:
+            self.holders[ctx] = None
+        ctx.slot = slot
+        return slot
+
+    def _take_from_another(self, thief: ContextState) -> Slot | None:
+        """The slot of the longest-holding context that is not busy (state lock held); None if none is."""
+        for victim in list(self.holders):
+            if victim is thief or not victim.lock.acquire(blocking=False):
+                continue  # running now (or is us): never wait here, that could deadlock
+            try:
+                slot = victim.slot
+                if slot is None or not slot.interpreter._safe_to_run():
+                    continue  # someone still holds a view of its buffers
+                _save(self, victim, slot)
+                victim.slot = None
+                del self.holders[victim]
+                log.debug("tflite: context moved off its interpreter to serve another (%d interpreters)",
+                          self.interpreters)
+                return slot
+            finally:
+                victim.lock.release()
+        return None  # every holder is busy: the caller builds one more rather than wait
+
+    def release(self, ctx: ContextState, slot: Slot | None) -> None:
+        """``ctx`` is finalized: keep its interpreter for the next context, when that is safe."""
+        with self.lock:
+            self.holders.pop(ctx, None)
+        if slot is None:
+            return
+        interpreter = slot.interpreter
+        if self.unloaded or not interpreter._safe_to_run():
+            self._drop(slot)  # a view of its buffers is still alive: let it go with them
+            return
+        try:
             interpreter.reset_all_variables()
         except (ValueError, RuntimeError):
+            self._drop(slot)
             return
         with self.lock:
-            if len(self.pool) < POOL_SIZE:
-                self.pool.append(interpreter)
+            if self.interpreters <= self.options.max_interpreters:
+                self.idle.append(slot)
+                return
+        self._drop(slot)  # one built beyond the limit while every holder was busy
+
+    def _drop(self, slot: Slot) -> None:
+        with self.lock:
+            self.interpreters -= 1
+
+
+def _save(state: GraphState, ctx: ContextState, slot: Slot) -> None:
+    """Copy ``ctx``'s tensors out of ``slot`` so the interpreter can serve another context."""
+    interpreter = slot.interpreter
+    ctx.saved_inputs = {i: interpreter.get_tensor(port.tensor)
+                        for i, port in enumerate(state.inputs) if ctx.is_set[i]}
+    if ctx.computed and ctx.saved_outputs is None:
+        ctx.saved_outputs = [interpreter.get_tensor(port.tensor) for port in state.outputs]
+        for output in ctx.saved_outputs:
+            output.flags.writeable = False  # handed out by get_output, possibly more than once
+
+
+def _restore(state: GraphState, ctx: ContextState, slot: Slot) -> None:
+    """Allocate ``slot`` for ``ctx``'s input shapes and put back the inputs it had set."""
+    interpreter = slot.interpreter
+    if slot.shapes != ctx.shapes:
+        try:
+            for port, shape, current in zip(state.inputs, ctx.shapes, slot.shapes, strict=True):
+                if shape != current:
+                    interpreter.resize_tensor_input(port.tensor, list(shape), strict=True)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"cannot reallocate an interpreter for this context: "
+                                                       f"{_first_line(exc)}") from None
+        slot.shapes = list(ctx.shapes)
+    for i, data in ctx.saved_inputs.items():
+        interpreter.set_tensor(state.inputs[i].tensor, data)
+    ctx.saved_inputs = {}
 
 
 @dataclass(eq=False, slots=True)
 class ContextState:
-    """One context: its own interpreter, the input shapes it is allocated for, what was set."""
+    """One context: the input shapes it uses, what was set, and its interpreter while it holds one.
 
-    interpreter: Any
+    While the context has no interpreter, ``saved_inputs`` and ``saved_outputs`` hold its tensors.
+    """
+
     shapes: list[tuple[int, ...]]
     is_set: list[bool]
+    slot: Slot | None = None
     computed: bool = False
+    finalized: bool = False
+    saved_inputs: dict[int, np.ndarray] = field(default_factory=dict)
+    saved_outputs: list[np.ndarray] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -408,7 +517,8 @@ class TFLiteBackend:
         first = state.build()
         state.inputs = [Port.from_details(d) for d in first.get_input_details()]
         state.outputs = [Port.from_details(d) for d in first.get_output_details()]
-        state.pool.append(first)  # the first context gets it for free
+        state.idle.append(Slot(first, state.model_shapes()))  # the first context gets it for free
+        state.interpreters = 1
         log.debug("tflite: built %s interpreter in %.1f ms (%s)", runtime.distribution,
                   (time.perf_counter() - started) * 1000, options.device())
         return Graph(inputs=[p.spec() for p in state.inputs], outputs=[p.spec() for p in state.outputs],
@@ -419,22 +529,23 @@ class TFLiteBackend:
         state: GraphState = graph.state
         with state.lock:
             state.unloaded = True
-            state.pool.clear()
+            state.interpreters -= len(state.idle)
+            state.idle.clear()
 
     @hookimpl
     def init_execution_context(self, graph: Graph) -> Context:
         state: GraphState = graph.state
-        interpreter = state.take()
-        shapes = [port.shape for port in state.inputs]
-        return Context(graph, state=ContextState(interpreter, shapes, [False] * len(shapes)))
+        # No interpreter yet: the context leases one when it first sets an input.
+        return Context(graph, state=ContextState(state.model_shapes(), [False] * len(state.inputs)))
 
     @hookimpl
     def finalize_execution_context(self, context: Context) -> None:
         ctx: ContextState = context.state
         with ctx.lock:
-            interpreter, ctx.interpreter = ctx.interpreter, None
-        if interpreter is not None:
-            context.graph.state.give_back(interpreter, ctx.shapes)
+            slot, ctx.slot = ctx.slot, None
+            ctx.finalized = True
+            ctx.saved_inputs, ctx.saved_outputs = {}, None
+        context.graph.state.release(ctx, slot)
 
     @hookimpl
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
@@ -448,7 +559,7 @@ class TFLiteBackend:
         if tensor.dtype is not port.kind or shape != ctx.shapes[index]:
             self._check_input(port, index, tensor)
         with ctx.lock:
-            interpreter = self._interpreter(ctx)
+            interpreter = self._interpreter(state, ctx)
             if shape != ctx.shapes[index]:
                 self._resize(state, ctx, interpreter, index, shape)
             try:
@@ -458,6 +569,7 @@ class TFLiteBackend:
                 raise _invalid(f"input {index} ({port.name}): {_first_line(exc)}") from None
             ctx.is_set[index] = True
             ctx.computed = False
+            ctx.saved_outputs = None
 
     @staticmethod
     def _check_input(port: Port, index: int, tensor: Tensor) -> None:
@@ -468,10 +580,16 @@ class TFLiteBackend:
                            f"got {_describe(tensor.dtype, shape)}")
 
     @staticmethod
-    def _interpreter(ctx: ContextState) -> Any:
-        if ctx.interpreter is None:
+    def _check_open(ctx: ContextState) -> None:
+        if ctx.finalized:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "this execution context was finalized")
-        return ctx.interpreter
+
+    @classmethod
+    def _interpreter(cls, state: GraphState, ctx: ContextState) -> Any:
+        """The context's interpreter, leased now if it has none (its lock held)."""
+        cls._check_open(ctx)
+        slot = ctx.slot if ctx.slot is not None else state.lease(ctx)
+        return slot.interpreter
 
     @staticmethod
     def _resize(state: GraphState, ctx: ContextState, interpreter: Any, index: int, shape: tuple[int, ...]) -> None:
@@ -495,6 +613,8 @@ class TFLiteBackend:
             raise _invalid(f"input {index} ({state.inputs[index].name}): the model cannot take shape "
                            f"{list(shape)}: {_first_line(exc)}") from None
         ctx.shapes[index] = shape
+        if ctx.slot is not None:
+            ctx.slot.shapes = list(ctx.shapes)
         for i, data in kept.items():
             interpreter.set_tensor(state.inputs[i].tensor, data)
 
@@ -503,11 +623,12 @@ class TFLiteBackend:
         state: GraphState = context.graph.state
         ctx: ContextState = context.state
         with ctx.lock:
-            interpreter = self._interpreter(ctx)
+            self._check_open(ctx)
             if not all(ctx.is_set):
                 missing = [i for i, done in enumerate(ctx.is_set) if not done]
                 names = ", ".join(f"{i} ({state.inputs[i].name})" for i in missing)
                 raise _invalid(f"input(s) {names} not set")
+            interpreter = self._interpreter(state, ctx)
             if not interpreter._safe_to_run():
                 raise WasiNnError(ErrorCode.BUSY, "an output view of this context is still referenced; "
                                                   "copy it before the next compute")
@@ -516,6 +637,7 @@ class TFLiteBackend:
             except (ValueError, RuntimeError) as exc:
                 raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"TFLite invoke failed: {_first_line(exc)}") from None
             ctx.computed = True
+            ctx.saved_outputs = None
 
     @hookimpl
     def get_output(self, context: Context, index: int) -> np.ndarray:
@@ -524,9 +646,12 @@ class TFLiteBackend:
         if not 0 <= index < len(state.outputs):
             raise _invalid(f"output index {index} out of range: the model has {len(state.outputs)} output(s)")
         with ctx.lock:
-            interpreter = self._interpreter(ctx)
+            self._check_open(ctx)
             if not ctx.computed:
                 raise _invalid("compute has not run since the inputs were last set")
+            if ctx.slot is None and ctx.saved_outputs is not None:
+                return ctx.saved_outputs[index]  # its interpreter went to another context; this is ours
+            interpreter = self._interpreter(state, ctx)
             port = state.outputs[index]
             if port.nbytes <= SMALL_OUTPUT:
                 # Copying a small output (get_tensor: 0.6 us) is cheaper than making a view (1.2 us),
