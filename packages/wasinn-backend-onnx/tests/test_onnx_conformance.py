@@ -44,7 +44,7 @@ class TestOnnxConformance(BackendConformance):
     tensor_types = TENSOR_TYPES
     targets = (ExecutionTarget.CPU,)  # the fixtures' hardware snapshot has no GPU or NPU
     encoding = "onnx"
-    heavy_modules = ("onnxruntime",)
+    heavy_modules = ("onnxruntime", "onnx", "wasinn_backend_onnx.backend", "importlib.metadata")
 
     def make_model(self, dtype: TensorType, shape: tuple[int, ...]) -> Sequence[bytes]:
         return [add_one(dtype, shape)]

@@ -21,7 +21,7 @@ class TestOpenVinoConformance(BackendConformance):
     tensor_types = runtime.TENSOR_TYPES
     targets = (ExecutionTarget.CPU,)  # this machine, like CI, has no Intel GPU or NPU
     encoding = "openvino"
-    heavy_modules = ("openvino",)
+    heavy_modules = ("openvino", "wasinn_backend_openvino.backend", "importlib.metadata")
 
     def make_model(self, dtype: TensorType, shape: tuple[int, ...]) -> Sequence[bytes]:
         element = IR_TYPES[dtype]

@@ -22,7 +22,7 @@ class TestTfliteConformance(BackendConformance):
     tensor_types = tuple(MODELS)
     targets = (ExecutionTarget.CPU,)  # gpu/tpu need a delegate, which this machine has none of
     encoding = "tensorflowlite"
-    heavy_modules = ("ai_edge_litert", "tflite_runtime")
+    heavy_modules = ("ai_edge_litert", "tflite_runtime", "wasinn_backend_tflite.backend", "importlib.metadata")
     shape = (2, 3)
 
     def make_model(self, dtype: TensorType, shape: tuple[int, ...]) -> Sequence[bytes]:

@@ -1,30 +1,117 @@
 """wasinn backend for ONNX Runtime: serves ONNX (and ORT-format) models to wasi-nn guests.
 
 Published as the ``onnx`` entry point of group ``wasinn.backends``. Importing this package does
-not import onnxruntime; the hooks do, when first called.
+not import onnxruntime, nor the backend's own implementation: discovery (``wasinn backends``)
+imports it only to call ``backend_info``, which :mod:`._info` answers. The other hooks import
+:mod:`.backend` when first called, and so do the names below when first used.
 """
 
 from __future__ import annotations
 
-from wasinn_backend_onnx.backend import FORMATS, ORT_FORMAT, OnnxBackend
-from wasinn_backend_onnx.config import ACCEPTED_KEYS, ConfigError, SessionConfig, parse_config
-from wasinn_backend_onnx.providers import GPU_PROVIDERS, TPU_PROVIDERS, Plan, list_devices, plan_providers
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from wasinn.hookspecs import hookimpl
+from wasinn_backend_onnx._info import FORMATS, ORT_FORMAT, backend_info, detect_format
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from wasinn import Context, Decline, Device, Graph, Hardware, ModelDescription, Score, Tensor
+    from wasinn_backend_onnx.backend import OnnxBackend
+    from wasinn_backend_onnx.config import ACCEPTED_KEYS, ConfigError, SessionConfig, parse_config
+    from wasinn_backend_onnx.providers import GPU_PROVIDERS, TPU_PROVIDERS, Plan, list_devices, plan_providers
 
 __version__ = "0.1.0"
 
-_backend = OnnxBackend()
-# The entry point names this module: its hooks are the instance's, exposed as module attributes.
-backend_info = _backend.backend_info
-detect_format = _backend.detect_format
-devices = _backend.devices
-can_handle = _backend.can_handle
-load = _backend.load
-unload = _backend.unload
-init_execution_context = _backend.init_execution_context
-finalize_execution_context = _backend.finalize_execution_context
-set_input = _backend.set_input
-compute = _backend.compute
-get_output = _backend.get_output
+# Imported on first use (PEP 562).
+_LAZY = {
+    "OnnxBackend": "wasinn_backend_onnx.backend",
+    "ACCEPTED_KEYS": "wasinn_backend_onnx.config", "ConfigError": "wasinn_backend_onnx.config",
+    "SessionConfig": "wasinn_backend_onnx.config", "parse_config": "wasinn_backend_onnx.config",
+    "GPU_PROVIDERS": "wasinn_backend_onnx.providers", "TPU_PROVIDERS": "wasinn_backend_onnx.providers",
+    "Plan": "wasinn_backend_onnx.providers", "list_devices": "wasinn_backend_onnx.providers",
+    "plan_providers": "wasinn_backend_onnx.providers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+_instance: OnnxBackend | None = None
+_lock = threading.Lock()
+
+
+def _backend() -> OnnxBackend:
+    global _instance
+    if _instance is None:
+        with _lock:
+            if _instance is None:
+                from wasinn_backend_onnx.backend import OnnxBackend
+
+                _instance = OnnxBackend()
+    return _instance
+
+
+# The entry point names this module: its hooks are these functions, which hand each call to the
+# OnnxBackend instance (backend_info and detect_format come from ._info, above).
+@hookimpl
+def devices() -> Sequence[Device]:
+    return _backend().devices()
+
+
+@hookimpl
+def can_handle(model: ModelDescription, hw: Hardware) -> Score | Decline | None:
+    return _backend().can_handle(model, hw)
+
+
+@hookimpl
+def load(model: ModelDescription, hw: Hardware) -> Graph:
+    return _backend().load(model, hw)
+
+
+@hookimpl
+def unload(graph: Graph) -> None:
+    _backend().unload(graph)
+
+
+@hookimpl
+def init_execution_context(graph: Graph) -> Context:
+    return _backend().init_execution_context(graph)
+
+
+@hookimpl
+def finalize_execution_context(context: Context) -> None:
+    _backend().finalize_execution_context(context)
+
+
+@hookimpl
+def set_input(context: Context, index: int, tensor: Tensor) -> None:
+    _backend().set_input(context, index, tensor)
+
+
+@hookimpl
+def compute(context: Context) -> None:
+    _backend().compute(context)
+
+
+@hookimpl
+def get_output(context: Context, index: int) -> np.ndarray:
+    return _backend().get_output(context, index)
+
 
 __all__ = [
     "ACCEPTED_KEYS",

@@ -12,8 +12,6 @@ overhead of ``InferenceSession.run`` on small models (see the package README).
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import importlib.util
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +31,6 @@ from wasinn import (
     Graph,
     Hardware,
     ModelDescription,
-    ModelFormat,
     Score,
     Tensor,
     TensorSpec,
@@ -41,6 +38,12 @@ from wasinn import (
     WasiNnError,
     hookimpl,
 )
+from wasinn_backend_onnx import _info
+from wasinn_backend_onnx._info import FORMATS
+from wasinn_backend_onnx._info import ORT_FORMAT as ORT_FORMAT
+from wasinn_backend_onnx._info import RUNTIME_DISTRIBUTIONS as RUNTIME_DISTRIBUTIONS
+from wasinn_backend_onnx._info import TENSOR_TYPES as TENSOR_TYPES
+from wasinn_backend_onnx._info import runtime_version as runtime_version
 from wasinn_backend_onnx.config import (
     EXECUTION_MODES,
     GRAPH_OPTIMIZATION_LEVELS,
@@ -50,17 +53,10 @@ from wasinn_backend_onnx.config import (
 )
 from wasinn_backend_onnx.providers import CPU_SCORE, Plan, list_devices, plan_providers
 
-log = logging.getLogger("wasinn.onnx")
+# What discovery needs (backend_info, detect_format and their constants) lives in ._info, so that
+# listing backends does not import this module; the constants are re-exported above.
 
-#: ONNX Runtime's own serialisation (``.ort`` files), recognised by ``detect_format``.
-ORT_FORMAT = ModelFormat("ort")
-FORMATS = (ModelFormat.ONNX, ORT_FORMAT)
-TENSOR_TYPES = (TensorType.F16, TensorType.F32, TensorType.F64, TensorType.U8, TensorType.I8,
-                TensorType.I32, TensorType.I64)
-#: The distributions that provide the ``onnxruntime`` module, most common first.
-RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
-                         "onnxruntime-qnn", "onnxruntime-silicon", "onnxruntime-rocm", "onnxruntime-migraphx",
-                         "onnxruntime-training", "onnxruntime-cann", "onnxruntime-vitisai")
+log = logging.getLogger("wasinn.onnx")
 
 # ONNX element types wasi-nn can carry: (tensor type the guest uses, numpy dtype of the buffer).
 # bool travels as u8 (0/1): wasi-nn has no boolean type.
@@ -78,15 +74,6 @@ _ONNX_TYPES: dict[str, tuple[TensorType, np.dtype[Any]]] = {
 
 def _onnxruntime() -> ModuleType:
     return importlib.import_module("onnxruntime")
-
-
-def runtime_version() -> str | None:
-    for name in RUNTIME_DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 @dataclass(slots=True)
@@ -161,24 +148,11 @@ class OnnxBackend:
 
     @hookimpl
     def backend_info(self) -> BackendInfo:
-        missing = importlib.util.find_spec("onnxruntime") is None
-        return BackendInfo(
-            runtime="onnxruntime",
-            runtime_version=None if missing else runtime_version(),
-            formats=FORMATS,
-            targets=(ExecutionTarget.CPU, ExecutionTarget.GPU, ExecutionTarget.TPU, ExecutionTarget.AUTO),
-            tensor_types=TENSOR_TYPES,
-            concurrent_contexts=True,  # InferenceSession.run is thread-safe
-            summary="ONNX Runtime: ONNX models on the CPU, or on a GPU/NPU execution provider",
-            unavailable="onnxruntime is not installed (pip install onnxruntime)" if missing else None,
-        )
+        return _info.backend_info()
 
     @hookimpl
     def detect_format(self, builders: Sequence[bytes]) -> str | None:
-        # ORT format files are flatbuffers with the file identifier "ORTM".
-        if len(builders) == 1 and len(builders[0]) >= 8 and bytes(builders[0][4:8]) == b"ORTM":
-            return str(ORT_FORMAT)
-        return None
+        return _info.detect_format(builders)
 
     @hookimpl
     def devices(self) -> Sequence[Device]:

@@ -8,7 +8,6 @@ request's input tensor (the only copy) and ``get_output`` returns a view of its 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import logging
 import os
 import tempfile
@@ -21,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from wasinn import (
-    BackendInfo,
     Context,
     Decline,
     Device,
@@ -39,12 +37,13 @@ from wasinn import (
     hookimpl,
 )
 from wasinn_backend_openvino import runtime
+from wasinn_backend_openvino._info import FORMATS as FORMATS
+from wasinn_backend_openvino._info import TARGETS as TARGETS
+from wasinn_backend_openvino._info import backend_info as backend_info
 from wasinn_backend_openvino.config import compile_properties, parse_settings
 
 log = logging.getLogger("wasinn.openvino")
 
-FORMATS = (ModelFormat.OPENVINO_IR, ModelFormat.ONNX, ModelFormat.TFLITE)
-TARGETS = (ExecutionTarget.CPU, ExecutionTarget.GPU, ExecutionTarget.TPU, ExecutionTarget.AUTO)
 _SUFFIX = {ModelFormat.ONNX: ".onnx", ModelFormat.TFLITE: ".tflite"}
 # What each wasi-nn target asks of OpenVINO when the config names no device.
 _TARGET_DEVICE = {ExecutionTarget.CPU: "CPU", ExecutionTarget.GPU: "GPU", ExecutionTarget.TPU: "NPU",
@@ -77,25 +76,8 @@ class Run:
 
 
 # -- discovery ------------------------------------------------------------------------------------
-@hookimpl
-def backend_info() -> BackendInfo:
-    try:
-        version: str | None = importlib.metadata.version("openvino")
-        unavailable = None
-    except importlib.metadata.PackageNotFoundError:
-        version, unavailable = None, "the openvino package is not installed (pip install openvino)"
-    return BackendInfo(
-        runtime="openvino",
-        runtime_version=version,
-        formats=FORMATS,
-        targets=TARGETS,
-        tensor_types=runtime.TENSOR_TYPES,
-        concurrent_contexts=True,  # infer requests are independent
-        summary="OpenVINO: IR, ONNX and TFLite on Intel CPUs, GPUs and NPUs",
-        unavailable=unavailable,
-    )
-
-
+# backend_info (and FORMATS, TARGETS) live in ._info, so that listing backends does not import this
+# module; they are re-exported above.
 @hookimpl
 def devices() -> Sequence[Device]:
     found = []

@@ -5,16 +5,14 @@ Both ship the same ``Interpreter`` API (``ai_edge_litert.interpreter`` and
 tflite-runtime's last release (2.14) does not work with numpy 2. ``WASINN_TFLITE_INTERPRETER``
 (``litert`` or ``tflite-runtime``) forces one.
 
-Finding and describing a runtime (:func:`select`) never imports it (``find_spec`` +
-``importlib.metadata``); :func:`api` imports it on first use.
+Finding and describing a runtime (:func:`select`) never imports it (``find_spec`` + the
+distribution's metadata); :func:`api` imports it on first use.
 """
 
 from __future__ import annotations
 
-import ctypes.util
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import threading
@@ -25,6 +23,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from wasinn.plugins import distribution_version
 
 INTERPRETER_ENV = "WASINN_TFLITE_INTERPRETER"
 DELEGATES_ENV = "WASINN_TFLITE_DELEGATES"
@@ -56,11 +56,7 @@ def _installed(key: str) -> Runtime | None:
         found = None
     if found is None:
         return None
-    try:
-        version: str | None = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    return Runtime(key, distribution, module, version)
+    return Runtime(key, distribution, module, distribution_version(distribution))
 
 
 def _numpy_problem(runtime: Runtime) -> str | None:
@@ -165,6 +161,8 @@ def _from_env(environ: Mapping[str, str]) -> list[Delegate]:
 
 @functools.cache
 def _edgetpu() -> str | None:
+    import ctypes.util  # not at the top: it costs discovery (which imports this module) a few ms
+
     return ctypes.util.find_library("edgetpu")
 
 

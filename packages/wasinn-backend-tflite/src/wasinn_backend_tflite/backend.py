@@ -47,7 +47,8 @@ from wasinn import (
     WasiNnError,
     hookimpl,
 )
-from wasinn_backend_tflite import _runtime
+from wasinn_backend_tflite import _info, _runtime
+from wasinn_backend_tflite._info import TENSOR_TYPES as TENSOR_TYPES
 
 if TYPE_CHECKING:
     from wasinn_backend_tflite._verify import ModelError, ModelInfo
@@ -71,8 +72,6 @@ _TYPES: dict[np.dtype[Any], TensorType] = {
     np.dtype(np.int32): TensorType.I32,
     np.dtype(np.int64): TensorType.I64,
 }
-TENSOR_TYPES = (TensorType.F16, TensorType.F32, TensorType.F64, TensorType.U8, TensorType.I8, TensorType.I32,
-                TensorType.I64)
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -458,23 +457,11 @@ def _describe(dtype: TensorType, shape: Sequence[int]) -> str:
 
 # -- the backend ---------------------------------------------------------------------------------
 class TFLiteBackend:
-    """The hooks. The entry point names the module; its attributes are this instance's methods."""
+    """The hooks. The entry point names the package, whose hook functions hand each call to one instance."""
 
     @hookimpl
     def backend_info(self) -> BackendInfo:
-        runtime = _runtime.select()
-        common: dict[str, Any] = {
-            "formats": (ModelFormat.TFLITE,),
-            "targets": (ExecutionTarget.CPU, ExecutionTarget.GPU, ExecutionTarget.TPU, ExecutionTarget.AUTO),
-            "tensor_types": TENSOR_TYPES,
-            "concurrent_contexts": True,
-        }
-        if isinstance(runtime, str):
-            return BackendInfo(runtime="ai-edge-litert", runtime_version=None, unavailable=runtime,
-                               summary="TFLite flatbuffers on LiteRT or tflite-runtime", **common)
-        return BackendInfo(runtime=runtime.distribution, runtime_version=runtime.version,
-                           summary=f"TFLite flatbuffers on {runtime.distribution} (CPU: XNNPACK; "
-                                   f"GPU/TPU: allowed delegates only)", **common)
+        return _info.backend_info()
 
     @hookimpl
     def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import json
+from typing import TYPE_CHECKING
 
-from wasinn import hardware
-from wasinn.cli.main import print_json, resolve_paths
-from wasinn.cli.options import parse_encoding, parse_target
-from wasinn.host.host import WasiNnHost
+from wasinn.cli.main import print_json
+
+if TYPE_CHECKING:
+    import argparse
+
+# Each command imports what it needs when it runs: `wasinn backends` (discovery only) must not pay
+# for the host, wasmtime or the ABI modules.
 
 
 def backends_command(args: argparse.Namespace) -> int:
@@ -17,6 +19,8 @@ def backends_command(args: argparse.Namespace) -> int:
 
     report = [backend.to_dict() for backend in discover()]
     if args.probe:
+        from wasinn.host.host import WasiNnHost
+
         devices = WasiNnHost().backend_devices()
         for entry in report:
             entry["devices"] = [{"kind": d.kind.value, "name": d.name, "vendor": d.vendor}
@@ -45,6 +49,10 @@ def backends_command(args: argparse.Namespace) -> int:
 
 
 def explain_command(args: argparse.Namespace) -> int:
+    from wasinn.cli.main import resolve_paths
+    from wasinn.cli.options import parse_encoding, parse_target
+    from wasinn.host.host import WasiNnHost
+
     host = WasiNnHost()
     paths = resolve_paths(args.paths)
     builders = [p.read_bytes() for p in paths]
@@ -65,6 +73,11 @@ def explain_command(args: argparse.Namespace) -> int:
 
 
 def hardware_command(args: argparse.Namespace) -> int:
+    import json
+
+    from wasinn import hardware
+    from wasinn.host.host import WasiNnHost
+
     host = WasiNnHost()
     snapshot = host.hardware if args.probe else hardware.probe()
     print(json.dumps(snapshot.to_dict(), indent=2))

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wasinn import __version__
-from wasinn.abi.profiles import PROFILES
 from wasinn.errors import ConfigurationError, WasiNnError
 
 log = logging.getLogger("wasinn")
@@ -26,15 +25,76 @@ def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     verbosity.add_argument("-q", "--quiet", action="store_true", default=default, help="show only errors")
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("run", "backends", "explain", "new-backend", "hardware")
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command an argument list names: its first word that is not an option (the top-level
+    options take no value). ``None`` if there is none, it is not a known command, or top-level help
+    is asked for first (which lists every command)."""
+    for arg in argv:
+        if arg == "--" or arg.startswith("--h") or (arg.startswith("-") and not arg.startswith("--") and "h" in arg):
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``wasinn`` parser. Given ``command``, the parser knows only that command: all :func:`main`
+    needs to parse a command line that names it (and cheaper: see benchmarks, section import)."""
     parser = argparse.ArgumentParser(prog="wasinn", description="The WASI-NN host for Python.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"wasinn {__version__}")
     add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a WASI module with wasi-nn served by wasinn",
-                         description="Run a WASI preview1 module (.wasm or .wat); exit status = the guest's.",
-                         epilog=EPILOG)
+    if command in (None, "run"):
+        run = sub.add_parser("run", help="run a WASI module with wasi-nn served by wasinn",
+                             description="Run a WASI preview1 module (.wasm or .wat); exit status = the guest's.",
+                             epilog=EPILOG)
+        _add_run_arguments(run)
+
+    if command in (None, "backends"):
+        backends = sub.add_parser("backends", help="list installed backends")
+        add_verbosity(backends, argparse.SUPPRESS)
+        backends.add_argument("--json", action="store_true", help="machine-readable output")
+        backends.add_argument("--probe", action="store_true",
+                              help="also import each runtime and list the devices it sees (slower)")
+
+    if command in (None, "explain"):
+        explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner",
+                                 )
+        add_verbosity(explain, argparse.SUPPRESS)
+        explain.add_argument("paths", nargs="+", metavar="PATH",
+                             help="model file(s); OpenVINO IR: the .xml (and .bin)")
+        explain.add_argument("--target", default="cpu", metavar="cpu|gpu|tpu")
+        explain.add_argument("--encoding", metavar="ENCODING",
+                             help="encoding a guest would claim (default: autodetect)")
+        explain.add_argument("--json", action="store_true", help="machine-readable output")
+
+    if command in (None, "new-backend"):
+        new_backend = sub.add_parser("new-backend", help="create a backend package from wasinn's template",
+                                     description="Create a new wasinn backend package (pyproject, hooks, "
+                                                 "conformance tests, README) from the template shipped in "
+                                                 "wasinn-core.")
+        add_verbosity(new_backend, argparse.SUPPRESS)
+        new_backend.add_argument("name", metavar="NAME",
+                                 help="the backend's name (entry point and --backend value)")
+        new_backend.add_argument("--dir", metavar="DIR",
+                                 help="the project directory to create (default: ./wasinn-backend-NAME)")
+
+    if command in (None, "hardware"):
+        hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against",
+                                  )
+        add_verbosity(hardware, argparse.SUPPRESS)
+        hardware.add_argument("--probe", action="store_true",
+                              help="include the devices each backend's runtime sees")
+    return parser
+
+
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
+    from wasinn.abi.profiles import PROFILES  # only `wasinn run` (and the full parser) need the ABI modules
+
     add_verbosity(run, argparse.SUPPRESS)
     run.add_argument("module", metavar="MODULE", help="the .wasm or .wat file")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the guest")
@@ -54,32 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="trap the guest after this wall time")
     run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
 
-    backends = sub.add_parser("backends", help="list installed backends")
-    add_verbosity(backends, argparse.SUPPRESS)
-    backends.add_argument("--json", action="store_true", help="machine-readable output")
-    backends.add_argument("--probe", action="store_true",
-                          help="also import each runtime and list the devices it sees (slower)")
-
-    explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner")
-    add_verbosity(explain, argparse.SUPPRESS)
-    explain.add_argument("paths", nargs="+", metavar="PATH", help="model file(s); OpenVINO IR: the .xml (and .bin)")
-    explain.add_argument("--target", default="cpu", metavar="cpu|gpu|tpu")
-    explain.add_argument("--encoding", metavar="ENCODING", help="encoding a guest would claim (default: autodetect)")
-    explain.add_argument("--json", action="store_true", help="machine-readable output")
-
-    new_backend = sub.add_parser("new-backend", help="create a backend package from wasinn's template",
-                                 description="Create a new wasinn backend package (pyproject, hooks, conformance "
-                                             "tests, README) from the template shipped in wasinn-core.")
-    add_verbosity(new_backend, argparse.SUPPRESS)
-    new_backend.add_argument("name", metavar="NAME", help="the backend's name (entry point and --backend value)")
-    new_backend.add_argument("--dir", metavar="DIR",
-                             help="the project directory to create (default: ./wasinn-backend-NAME)")
-
-    hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against")
-    add_verbosity(hardware, argparse.SUPPRESS)
-    hardware.add_argument("--probe", action="store_true", help="include the devices each backend's runtime sees")
-    return parser
-
 
 def configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
@@ -94,7 +128,7 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
