@@ -76,6 +76,9 @@ def bench_wat() -> str:
     lines = ["(module"]
     for name, arity in imports.items():
         lines.append(f'  (import "wasi_ephemeral_nn" "{name}" (func ${name} (param{" i32" * arity}) (result i32)))')
+    # The native runtime called from a bare wasmtime-py host function (no wasinn): the control for what
+    # running inside a host call costs any Python host.
+    lines.append('  (import "bench" "native" (func $native (param i32) (result i32)))')
     for arity in (1, 3, 5):  # empty host functions with the signatures of compute, set_input, get_output
         lines.append(f'  (import "bench" "empty{arity}" (func $empty{arity} (param{" i32" * arity}) (result i32)))')
     lines.append('  (memory (export "memory") 2)')
@@ -94,6 +97,7 @@ def bench_wat() -> str:
     lines.append(_loop("loop_get_output", ["ctx", "out", "max", "written"], _step(get_output)))
     # An empty host function: errno 0 always, so the loop runs to the end.
     lines.append(_loop("loop_empty", [], _step("(call $empty1 (local.get $n))")))
+    lines.append(_loop("loop_native", [], _step("(call $native (local.get $n))")))
     lines.append(_loop("loop_empty3", ["a"], _step("(call $empty3 (local.get $a) (i32.const 0) (local.get $n))")))
     lines.append(_loop("loop_empty5", ["a"], _step("(call $empty5 (local.get $a) (i32.const 0) (local.get $n) "
                                                     "(i32.const 16) (i32.const 0))")))
@@ -113,7 +117,7 @@ class BenchGuest:
         self.memory: wasmtime.Memory = exports["memory"]  # type: ignore[assignment]
         self.f = {name: exports[name] for name in ("load", "init", "bench", "loop_set_input", "loop_compute",
                                                    "loop_get_output", "loop_empty", "loop_empty3", "loop_empty5",
-                                                   "loop_unload_invalid")}
+                                                   "loop_native", "loop_unload_invalid")}
         self.rec = self.out = self.max = 0
 
     def u32(self, ptr: int) -> int:
@@ -163,9 +167,19 @@ class BenchGuest:
             raise RuntimeError(f"bench errno {errno}")
 
 
+#: What the guest's ``bench.native`` import runs: the current model's native inference.
+NATIVE_IN_WASM: dict[str, Callable[[], Any]] = {"run": lambda: None}
+
+
+def _native_in_wasm(caller: wasmtime.Caller, n: int) -> int:
+    NATIVE_IN_WASM["run"]()
+    return 0
+
+
 def make_linker(host: Any, engine: wasmtime.Engine) -> wasmtime.Linker:
     linker = wasmtime.Linker(engine)
     host.add_to_linker(linker)
+    linker.define_func("bench", "native", wasmtime.FuncType([I32], [I32]), _native_in_wasm, access_caller=True)
     for arity in (1, 3, 5):
         linker.define_func("bench", f"empty{arity}", wasmtime.FuncType([I32] * arity, [I32]),
                            lambda caller, *args: 0, access_caller=True)
@@ -206,8 +220,10 @@ def arange_input(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 # -- native runners (the same thread settings the wasinn backends are given) --------------------------
 def ort_config() -> dict[str, Any]:
+    # Spinning stated on both sides: ORT spins by default, wasinn's backend does not, and a session that
+    # spins after its batch steals the cores from the other side's next batch.
     return {"intra_op_num_threads": THREADS, "inter_op_num_threads": 1, "execution_mode": "sequential",
-            "graph_optimization_level": "all"}
+            "graph_optimization_level": "all", "allow_spinning": False}
 
 
 def ov_config(cache_dir: str = "") -> dict[str, Any]:
@@ -229,6 +245,7 @@ def native_onnx(paths: list[Path]) -> tuple[Callable[[np.ndarray], np.ndarray], 
     so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as ort_config() gives wasinn
     sess = ort.InferenceSession(str(paths[0]), so, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}[inp.type]
@@ -340,17 +357,23 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
         def wasm(k: int, guest: BenchGuest = guest, ctx: int = ctx) -> None:
             guest.bench(ctx, k)
 
+        def native_in_wasm(k: int, guest: BenchGuest = guest) -> None:
+            guest.f["loop_native"](guest.store, k)
+
+        NATIVE_IN_WASM["run"] = lambda run=run, x=x: run(x)
+
         batch_s = 0.005 if quick else 0.05
         budget = 0.4 if quick else (8.0 if kind == "real" else 4.0)
         for _ in range(2 if quick else 5):  # warm-up
             native(1)
             wasm(1)
         k = max(1, min(calibrate(native, batch_s), calibrate(wasm, batch_s)))
-        nat, gst, paired = [], [], []
+        nat, gst, ctl, paired = [], [], [], []
         deadline = time.perf_counter() + budget
         rounds = 0
         while rounds < (2 if quick else 5) or (time.perf_counter() < deadline and rounds < 400):
-            order = (native, wasm) if rounds % 2 == 0 else (wasm, native)  # alternate who goes first
+            order = (native, wasm, native_in_wasm)
+            order = order if rounds % 2 == 0 else order[::-1]  # alternate who goes first
             times = {}
             for fn in order:
                 t = time.perf_counter()
@@ -358,17 +381,21 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
                 times[fn] = (time.perf_counter() - t) / k
             nat.append(times[native])
             gst.append(times[wasm])
+            ctl.append(times[native_in_wasm])
             paired.append(times[wasm] / times[native])
             rounds += 1
-        row.update(batch=k, rounds=rounds, native=summary(nat), wasinn=summary(gst))
+        row.update(batch=k, rounds=rounds, native=summary(nat), wasinn=summary(gst), native_in_host_call=summary(ctl))
         row["ratio"] = row["wasinn"]["median_ms"] / row["native"]["median_ms"]
+        # wasinn against the same native call made from a bare host function: wasinn's own share.
+        row["ratio_to_native_in_host_call"] = row["wasinn"]["median_ms"] / row["native_in_host_call"]["median_ms"]
         row["paired_ratio_median"] = float(np.median(paired))
         row["paired_ratio_p10_p90"] = [float(np.percentile(paired, 10)), float(np.percentile(paired, 90))]
         row["overhead_us"] = (row["wasinn"]["median_ms"] - row["native"]["median_ms"]) * 1000
         print(f"  {backend:9} {label}: native {row['native']['median_ms']:.4f} ms, wasinn "
               f"{row['wasinn']['median_ms']:.4f} ms, ratio {row['ratio']:.3f} "
-              f"(paired {row['paired_ratio_median']:.3f}),"
-              f" match={row['outputs_match']}", flush=True)
+              f"(paired {row['paired_ratio_median']:.3f}); native from a bare host call "
+              f"{row['native_in_host_call']['median_ms']:.4f} ms, wasinn/that "
+              f"{row['ratio_to_native_in_host_call']:.3f}, match={row['outputs_match']}", flush=True)
         guest.store.close()
     host.close()
     return results

@@ -22,7 +22,7 @@ from wasinn.abi.profiles import DEFAULT_PROFILE, PROFILES, AbiProfile
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.host.state import ContextEntry, StoreState
-from wasinn.tensor import Tensor, element_count
+from wasinn.tensor import Tensor, checked_tensor, element_count
 
 log = logging.getLogger("wasinn.abi")
 
@@ -199,7 +199,7 @@ def read_tensor(memory: GuestMemory, state: StoreState, entry: ContextEntry, ind
         if len(entry.checked_inputs) >= MAX_CHECKED_SIGNATURES:
             entry.checked_inputs.clear()
         entry.checked_inputs[signature] = dtype
-    return Tensor(dtype, dims, memory.view(data_ptr, data_len, "tensor data"))
+    return checked_tensor(dtype, dims, memory.view(data_ptr, data_len, "tensor data"))
 
 
 #: operation -> undecorated body, so the legacy module can reuse a body under its own profile.
