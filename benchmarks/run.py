@@ -361,6 +361,16 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
             guest.f["loop_native"](guest.store, k)
 
         NATIVE_IN_WASM["run"] = lambda run=run, x=x: run(x)
+        # The same wasinn backend through the embedder API (StoreState, no wasm): wasinn's own code.
+        embedder = host.new_state()
+        e_ctx = embedder.init_execution_context(embedder.load_by_name(name))
+        e_tensor = wasinn.Tensor.from_numpy(x)
+
+        def embedded(k: int, state: Any = embedder, ctx: int = e_ctx, tensor: Any = e_tensor) -> None:
+            for _ in range(k):
+                state.set_input(ctx, 0, tensor)
+                state.compute(ctx)
+                state.get_output(ctx, 0)
 
         batch_s = 0.005 if quick else 0.05
         budget = 0.4 if quick else (8.0 if kind == "real" else 4.0)
@@ -368,11 +378,11 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
             native(1)
             wasm(1)
         k = max(1, min(calibrate(native, batch_s), calibrate(wasm, batch_s)))
-        nat, gst, ctl, paired = [], [], [], []
+        nat, gst, ctl, emb, paired = [], [], [], [], []
         deadline = time.perf_counter() + budget
         rounds = 0
         while rounds < (2 if quick else 5) or (time.perf_counter() < deadline and rounds < 400):
-            order = (native, wasm, native_in_wasm)
+            order = (native, wasm, native_in_wasm, embedded)
             order = order if rounds % 2 == 0 else order[::-1]  # alternate who goes first
             times = {}
             for fn in order:
@@ -382,12 +392,15 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
             nat.append(times[native])
             gst.append(times[wasm])
             ctl.append(times[native_in_wasm])
+            emb.append(times[embedded])
             paired.append(times[wasm] / times[native])
             rounds += 1
-        row.update(batch=k, rounds=rounds, native=summary(nat), wasinn=summary(gst), native_in_host_call=summary(ctl))
+        row.update(batch=k, rounds=rounds, native=summary(nat), wasinn=summary(gst), native_in_host_call=summary(ctl),
+                   embedder_api=summary(emb))
         row["ratio"] = row["wasinn"]["median_ms"] / row["native"]["median_ms"]
         # wasinn against the same native call made from a bare host function: wasinn's own share.
         row["ratio_to_native_in_host_call"] = row["wasinn"]["median_ms"] / row["native_in_host_call"]["median_ms"]
+        row["embedder_ratio"] = row["embedder_api"]["median_ms"] / row["native"]["median_ms"]
         row["paired_ratio_median"] = float(np.median(paired))
         row["paired_ratio_p10_p90"] = [float(np.percentile(paired, 10)), float(np.percentile(paired, 90))]
         row["overhead_us"] = (row["wasinn"]["median_ms"] - row["native"]["median_ms"]) * 1000
@@ -395,8 +408,10 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
               f"{row['wasinn']['median_ms']:.4f} ms, ratio {row['ratio']:.3f} "
               f"(paired {row['paired_ratio_median']:.3f}); native from a bare host call "
               f"{row['native_in_host_call']['median_ms']:.4f} ms, wasinn/that "
-              f"{row['ratio_to_native_in_host_call']:.3f}, match={row['outputs_match']}", flush=True)
+              f"{row['ratio_to_native_in_host_call']:.3f}; embedder API {row['embedder_api']['median_ms']:.4f} ms "
+              f"({row['embedder_ratio']:.3f}), match={row['outputs_match']}", flush=True)
         guest.store.close()
+        embedder.close()
     host.close()
     return results
 
