@@ -97,17 +97,20 @@ def _invalid(message: str) -> WasiNnError:
     return WasiNnError(ErrorCode.INVALID_ARGUMENT, message)
 
 
+def _count(config: Mapping[str, Any], key: str, default: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise _invalid(f"config {key} must be an integer from 1 to 1024, not {value!r}")
+    return value
+
+
 def parse_options(config: Mapping[str, Any], target: ExecutionTarget, hw: Hardware) -> Options:
     """Check the config keys and choose the delegate for ``target``; WasiNnError if impossible."""
     unknown = sorted(set(config) - set(CONFIG_KEYS))
     if unknown:
         raise _invalid(f"unknown tflite config key(s) {', '.join(unknown)} (known: {', '.join(CONFIG_KEYS)})")
-    threads = config.get("num_threads", max(1, hw.cpu.cores))
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
-        raise _invalid(f"config num_threads must be an integer from 1 to 1024, not {threads!r}")
-    interpreters = config.get("max_interpreters", max(1, hw.cpu.cores))
-    if isinstance(interpreters, bool) or not isinstance(interpreters, int) or not 1 <= interpreters <= 1024:
-        raise _invalid(f"config max_interpreters must be an integer from 1 to 1024, not {interpreters!r}")
+    threads = _count(config, "num_threads", max(1, hw.cpu.cores))
+    interpreters = _count(config, "max_interpreters", max(1, hw.cpu.cores))
     xnnpack = config.get("xnnpack", True)
     if not isinstance(xnnpack, bool):
         raise _invalid(f"config xnnpack must be true or false, not {xnnpack!r}")

@@ -49,9 +49,7 @@ class GuestMemory:
         memory = caller.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             raise WasiNnError(ErrorCode.MISSING_MEMORY, "the guest exports no linear memory named 'memory'")
-        size = memory.data_len(caller)
-        base = ctypes.addressof(memory.data_ptr(caller).contents) if size else 0
-        return cls(base, size)
+        return cls(*_base_and_size(memory, caller))
 
     def check(self, ptr: int, length: int, what: str) -> int:
         """Validate ``[ptr, ptr + length)``; returns ``ptr`` as an unsigned offset."""
@@ -109,6 +107,12 @@ class GuestMemory:
             self.all[offset:offset + nbytes] = data
 
 
+def _base_and_size(memory: wasmtime.Memory, caller: wasmtime.Caller) -> tuple[int, int]:
+    """The memory's address and byte length, through wasmtime-py's public API."""
+    size = memory.data_len(caller)
+    return (ctypes.addressof(memory.data_ptr(caller).contents) if size else 0), size
+
+
 def _raw_reader(symbol: str, restype: Any) -> Callable[[Any, int], Any] | None:
     # A private handle on wasmtime's C function with an int-returning signature; wasmtime-py's own
     # wrapper builds a ctypes pointer object per call. None when wasmtime-py's internals differ.
@@ -142,8 +146,7 @@ class CachedMemory:
     def current(self, caller: wasmtime.Caller) -> GuestMemory:
         """The memory as it is now: the previous view when base and size are unchanged."""
         if self._address is None:
-            size = self.memory.data_len(caller)
-            base = ctypes.addressof(self.memory.data_ptr(caller).contents) if size else 0
+            base, size = _base_and_size(self.memory, caller)
         else:
             context = caller._context()
             size = _memory_size(context, self._address)  # type: ignore[misc]

@@ -62,8 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                               help="also import each runtime and list the devices it sees (slower)")
 
     if command in (None, "explain"):
-        explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner",
-                                 )
+        explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner")
         add_verbosity(explain, argparse.SUPPRESS)
         explain.add_argument("paths", nargs="+", metavar="PATH",
                              help="model file(s); OpenVINO IR: the .xml (and .bin)")
@@ -84,8 +83,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                  help="the project directory to create (default: ./wasinn-backend-NAME)")
 
     if command in (None, "hardware"):
-        hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against",
-                                  )
+        hardware = sub.add_parser("hardware", help="show the hardware snapshot backends score against")
         add_verbosity(hardware, argparse.SUPPRESS)
         hardware.add_argument("--probe", action="store_true",
                               help="include the devices each backend's runtime sees")
