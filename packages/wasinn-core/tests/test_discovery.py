@@ -192,3 +192,28 @@ def test_listing_imports_neither_importlib_metadata_nor_backend_implementations(
             "print(bad)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_deferred_loads_once_on_first_use_from_any_thread() -> None:
+    import threading
+    import time
+
+    from wasinn.plugins import deferred
+
+    calls: list[int] = []
+
+    def load() -> object:
+        calls.append(1)
+        time.sleep(0.05)  # long enough for every thread to arrive while the first is still loading
+        return object()
+
+    get = deferred(load)
+    assert calls == []  # nothing until the first call
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(get())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(results) == 8 and all(r is results[0] for r in results)
+    assert get() is results[0]

@@ -8,11 +8,11 @@ imports it only to call ``backend_info``, which :mod:`._info` answers. The other
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from wasinn.hookspecs import hookimpl
+from wasinn.plugins import deferred
 from wasinn_backend_onnx._info import FORMATS, ORT_FORMAT, backend_info, detect_format
 
 if TYPE_CHECKING:
@@ -51,19 +51,13 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-_instance: OnnxBackend | None = None
-_lock = threading.Lock()
+def _load_backend() -> OnnxBackend:
+    from wasinn_backend_onnx.backend import OnnxBackend
+
+    return OnnxBackend()
 
 
-def _backend() -> OnnxBackend:
-    global _instance
-    if _instance is None:
-        with _lock:
-            if _instance is None:
-                from wasinn_backend_onnx.backend import OnnxBackend
-
-                _instance = OnnxBackend()
-    return _instance
+_backend = deferred(_load_backend)
 
 
 # The entry point names this module: its hooks are these functions, which hand each call to the

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from wasinn.hookspecs import hookimpl
+from wasinn.plugins import deferred
 from wasinn_backend_openvino._info import backend_info
 
 if TYPE_CHECKING:
@@ -23,17 +24,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-_module: ModuleType | None = None
-
-
-def _backend() -> ModuleType:
+def _load_backend() -> ModuleType:
     # The module, typed loosely: each hook below states its result's type.
-    global _module
-    if _module is None:
-        from wasinn_backend_openvino import backend
+    from wasinn_backend_openvino import backend
 
-        _module = backend
-    return _module
+    return backend
+
+
+_backend = deferred(_load_backend)
 
 
 # The hooks: each hands the call to wasinn_backend_openvino.backend (backend_info: see ._info).

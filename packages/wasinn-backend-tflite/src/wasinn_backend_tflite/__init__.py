@@ -8,10 +8,10 @@ other hooks import :mod:`.backend` when first called.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from wasinn.hookspecs import hookimpl
+from wasinn.plugins import deferred
 from wasinn_backend_tflite._info import backend_info as backend_info
 from wasinn_backend_tflite._runtime import DELEGATES_ENV, INTERPRETER_ENV, allow_delegate
 
@@ -40,19 +40,13 @@ def __dir__() -> list[str]:
     return sorted({*globals(), "TFLiteBackend"})
 
 
-_instance: TFLiteBackend | None = None
-_lock = threading.Lock()
+def _load_backend() -> TFLiteBackend:
+    from wasinn_backend_tflite.backend import TFLiteBackend
+
+    return TFLiteBackend()
 
 
-def _backend() -> TFLiteBackend:
-    global _instance
-    if _instance is None:
-        with _lock:
-            if _instance is None:
-                from wasinn_backend_tflite.backend import TFLiteBackend
-
-                _instance = TFLiteBackend()
-    return _instance
+_backend = deferred(_load_backend)
 
 
 # The entry point names this module: its hooks are these functions, which hand each call to the

@@ -18,9 +18,10 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -330,6 +331,34 @@ def _entry_points(group: str = ENTRY_POINT_GROUP) -> list[_EntryPoint]:
         log.debug("reading entry points with importlib.metadata: %s", exc)
         found = _slow_entry_points(group)
     return sorted(found, key=lambda ep: ep.name)
+
+
+_T = TypeVar("_T")
+
+
+def deferred(load: Callable[[], _T]) -> Callable[[], _T]:
+    """A function that returns ``load()``, called once, on the first call, whichever thread makes it.
+
+    For a backend package whose hook functions import the implementation only when first called, so
+    that discovery (``wasinn backends``) imports nothing but ``backend_info``::
+
+        _backend = deferred(lambda: importlib.import_module("my_backend.backend").MyBackend())
+
+        @hookimpl
+        def load(model: ModelDescription, hw: Hardware) -> Graph:
+            return _backend().load(model, hw)
+    """
+    lock = threading.Lock()
+    loaded: list[_T] = []
+
+    def get() -> _T:
+        if not loaded:
+            with lock:
+                if not loaded:
+                    loaded.append(load())
+        return loaded[0]
+
+    return get
 
 
 def distribution_version(name: str) -> str | None:
