@@ -13,13 +13,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import wasmtime
 
-BIRDS = (Path(__file__).resolve().parent.parent.parent / "shared" / "models" / "wasmedge-tflite-birds"
-         / "lite-model_aiy_vision_classifier_birds_V1_3.tflite")
+from wasinn.testing.models import third_party_model
+
+BIRDS = third_party_model("wasmedge-tflite-birds/lite-model_aiy_vision_classifier_birds_V1_3.tflite", __file__)
 LOOP_WAT = """(module
   (import "control" "call" (func $call (param i32) (result i32)))
   (func (export "loop") (param $n i32) (result i32)
@@ -36,14 +36,13 @@ def workloads(threads: int) -> dict[str, Callable[[], object]]:
         "time.sleep(0.002)": lambda: time.sleep(0.002),
         "pure-Python loop": lambda: sum(range(30000)),
     }
-    if BIRDS.exists():
-        from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(BIRDS), num_threads=threads)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], np.ones(detail["shape"], np.uint8))
-        found["LiteRT invoke (birds)"] = interpreter.invoke
+    interpreter = Interpreter(model_path=str(BIRDS), num_threads=threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.ones(detail["shape"], np.uint8))
+    found["LiteRT invoke (birds)"] = interpreter.invoke
     return found
 
 

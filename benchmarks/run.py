@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import wasmtime
 
+from wasinn.testing.models import third_party_model
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo" / "models"
-# The shared models folder sits beside the checkout (../shared), as the tests expect it.
-BIRDS = (ROOT.parent / "shared" / "models" / "wasmedge-tflite-birds"
-         / "lite-model_aiy_vision_classifier_birds_V1_3.tflite")
+# committed in models/third-party, checked against its SOURCES.md
+BIRDS = third_party_model("wasmedge-tflite-birds/lite-model_aiy_vision_classifier_birds_V1_3.tflite", __file__)
 PAGE = 65536
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 I32 = wasmtime.ValType.i32()
@@ -312,9 +313,8 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
     models.append(("digits f32[1,64]", "onnx", [DEMO / "digits.onnx"], "small"))
     models.append(("digits f32[1,64]", "openvino", [DEMO / "digits.xml", DEMO / "digits.bin"], "small"))
     models.append(("digits f32[1,64]", "tflite", [DEMO / "digits.tflite"], "small"))
-    if BIRDS.exists():
-        models.append(("birds u8[1,224,224,3] (3.6 MB tflite)", "tflite", [BIRDS], "real"))
-        models.append(("birds u8[1,224,224,3] (3.6 MB tflite)", "openvino", [BIRDS], "real"))
+    models.append(("birds u8[1,224,224,3] (3.6 MB tflite)", "tflite", [BIRDS], "real"))
+    models.append(("birds u8[1,224,224,3] (3.6 MB tflite)", "openvino", [BIRDS], "real"))
     models.append(("resnet50 (onnx light) f32[1,3,224,224]", "onnx", [resnet50_path()], "real"))
     models.append(("resnet50 (onnx light) f32[1,3,224,224]", "openvino", [resnet50_path()], "real"))
 
@@ -558,9 +558,7 @@ print(json.dumps({{"first_load_by_name_ms": dt * 1000}}))
 def bench_load(quick: bool, workdir: Path, backends: list[str]) -> dict[str, Any]:
     import wasinn
     out: dict[str, Any] = {}
-    cases = [("onnx", resnet50_path()), ("openvino", resnet50_path())]
-    if BIRDS.exists():
-        cases += [("tflite", BIRDS), ("openvino", BIRDS)]
+    cases = [("onnx", resnet50_path()), ("openvino", resnet50_path()), ("tflite", BIRDS), ("openvino", BIRDS)]
     for backend, path in cases:
         if backend not in backends:
             continue
@@ -588,7 +586,7 @@ def bench_load(quick: bool, workdir: Path, backends: list[str]) -> dict[str, Any
         host.close()
     if "openvino" in backends and not quick:
         cache = tempfile.mkdtemp(prefix="wasinn-ov-cache-", dir=workdir)
-        for path in [resnet50_path()] + ([BIRDS] if BIRDS.exists() else []):
+        for path in [resnet50_path(), BIRDS]:
             times = {}
             for label, cache_dir in (("no cache", ""), ("cold cache (writes it)", cache), ("warm cache", cache)):
                 code = LOAD_CHILD.format(bench_dir=str(Path(__file__).parent), path=str(path), cache=cache_dir)
@@ -641,9 +639,7 @@ print(json.dumps({{"rss_before_mb": r0 / 1e6, "rss_1_store_mb": r1 / 1e6, "rss_1
 
 def bench_memory(quick: bool, backends: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    cases = [("onnx", resnet50_path()), ("openvino", resnet50_path())]
-    if BIRDS.exists():
-        cases += [("tflite", BIRDS), ("openvino", BIRDS)]
+    cases = [("onnx", resnet50_path()), ("openvino", resnet50_path()), ("tflite", BIRDS), ("openvino", BIRDS)]
     cases = [c for c in cases if c[0] in backends][:1 if quick else None]
     for backend, path in cases:
         code = MEMORY_CHILD.format(bench_dir=str(Path(__file__).parent), path=str(path), backend=backend,

@@ -2,8 +2,8 @@
  * wasi_nn.h - guest-side declarations for the core-wasm wasi-nn ABI
  * (import module "wasi_ephemeral_nn", witx lineage).
  *
- * Written for the wasinn project from the ABI description in
- * shared/abi.md (sections 1.2-1.4).  Enum values follow the current witx
+ * Written for the wasinn project from the wasi-nn witx ABI as Wasmtime,
+ * WasmEdge and WAMR implement it (docs/compatibility.md).  Enum values follow the current witx
  * numbering (tensor types with f64/i64, errno codes up to not_found).
  *
  * Conventions of the lowered ABI:

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wasinn.testing.models import third_party_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo" / "models"
-SHARED = ROOT.parent / "shared" / "models"  # ../shared/models relative to the repository root
-WAMR_MODELS = SHARED / "wamr-tflite-test-models"
+WAMR_MODELS = third_party_dir(__file__) / "wamr-tflite-test-models"  # checked against SOURCES.md
 
 
 def onnx_light_model() -> Path:

@@ -15,7 +15,7 @@ NN_RUN = REPO / "guests" / "nn-run" / "nn-run.wasm"
 DIGITS_GUEST = REPO / "guests" / "digits" / "digits.wasm"
 DIGITS_MODEL = REPO / "demo" / "models" / "digits.onnx"
 DIGITS_IMAGES = REPO / "demo" / "images"
-#: Real architectures with expected outputs, shipped in the onnx wheel (see shared/backends.md §4).
+#: Real architectures with expected outputs, shipped in the onnx wheel.
 LIGHT = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                 "squeezenet", "vgg19", "zfnet512")

@@ -5,7 +5,7 @@
     python benchmarks/measure.py precision [MODEL ...]  # f32 vs bf16 (and f16): latency and max abs diff
 
 MODEL is a .tflite, .onnx or .xml file (IR: its .bin beside it); the default is the birds classifier in
-../shared/models. Every cache measurement runs in a fresh process with a fresh cache directory.
+models/third-party. Every cache measurement runs in a fresh process with a fresh cache directory.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from wasinn.testing.models import third_party_dir
+
 REPO = Path(__file__).resolve().parents[3]
-BIRDS = REPO.parent / "shared" / "models" / "wasmedge-tflite-birds"
+BIRDS = third_party_dir(__file__) / "wasmedge-tflite-birds"  # committed in models/third-party
 DEFAULT_MODELS = [BIRDS / "lite-model_aiy_vision_classifier_birds_V1_3.tflite"]
 
 # A child process. It starts the runtime first (import openvino, make the Core, ask for its devices:

@@ -17,6 +17,7 @@ import openvino as ov
 import wasinn
 from wasinn import ExecutionTarget, GraphEncoding, WasiNnHost
 from wasinn.cli.main import main as wasinn_main
+from wasinn.testing.models import third_party_dir
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "demo"
@@ -24,9 +25,9 @@ DIGITS_MODELS = DEMO / "models"
 GUESTS = REPO / "guests"
 NN_RUN = GUESTS / "nn-run" / "nn-run.wasm"
 DIGITS_GUEST = GUESTS / "digits" / "digits.wasm"
-SHARED_MODELS = REPO.parent / "shared" / "models"
-WAMR_MODELS = SHARED_MODELS / "wamr-tflite-test-models"
-BIRDS = SHARED_MODELS / "wasmedge-tflite-birds"
+THIRD_PARTY = third_party_dir(__file__)  # models/third-party, checked against SOURCES.md
+WAMR_MODELS = THIRD_PARTY / "wamr-tflite-test-models"
+BIRDS = THIRD_PARTY / "wasmedge-tflite-birds"
 
 # Exit status of a guest for each wasi-nn errno (64 + errno, witx numbering).
 EXIT = {"invalid_argument": 65, "invalid_encoding": 66, "runtime_error": 69, "unsupported_operation": 70}

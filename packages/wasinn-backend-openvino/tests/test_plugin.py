@@ -94,6 +94,7 @@ def test_other_formats_on_cpus(fmt: ModelFormat) -> None:
     for hw in (AMD, ARM):
         answer = score(describe(fmt), hw)
         assert 20 <= answer.value <= 30, answer
+        assert f"on {hw.cpu.description}" in answer.reason and " a amd " not in answer.reason, answer
 
 
 def test_unrelated_format_is_not_ours() -> None:

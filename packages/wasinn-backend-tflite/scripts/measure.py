@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from wasinn import Tensor, WasiNnHost
+from wasinn.testing.models import third_party_model
 from wasinn_backend_tflite import _runtime
 from wasinn_backend_tflite._verify import verify
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS = {
     "digits": REPO / "demo" / "models" / "digits.tflite",
-    "mult_out": REPO.parent / "shared" / "models" / "wamr-tflite-test-models" / "mult_out.tflite",
-    "birds": REPO.parent / "shared" / "models" / "wasmedge-tflite-birds"
-    / "lite-model_aiy_vision_classifier_birds_V1_3.tflite",
+    "mult_out": third_party_model("wamr-tflite-test-models/mult_out.tflite", __file__),
+    "birds": third_party_model("wasmedge-tflite-birds/lite-model_aiy_vision_classifier_birds_V1_3.tflite", __file__),
 }
 
 

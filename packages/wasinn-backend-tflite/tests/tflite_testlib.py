@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wasinn.testing.models import third_party_dir
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 REPO = HERE.parents[2]
-SHARED_MODELS = REPO.parent / "shared" / "models"
-WAMR = SHARED_MODELS / "wamr-tflite-test-models"
-BIRDS = SHARED_MODELS / "wasmedge-tflite-birds"
+THIRD_PARTY = third_party_dir(__file__)  # models/third-party, checked against SOURCES.md
+WAMR = THIRD_PARTY / "wamr-tflite-test-models"
+BIRDS = THIRD_PARTY / "wasmedge-tflite-birds"
 BIRDS_MODEL = BIRDS / "lite-model_aiy_vision_classifier_birds_V1_3.tflite"
 DIGITS_MODEL = REPO / "demo" / "models" / "digits.tflite"
 DIGITS_IMAGES = REPO / "demo" / "images"

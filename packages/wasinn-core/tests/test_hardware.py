@@ -65,3 +65,11 @@ def test_host_accepts_an_explicit_snapshot() -> None:
     round_trip = wasinn.Hardware.from_dict(fake.to_dict())
     assert round_trip.cpu == fake.cpu
     assert round_trip.accelerators[0].name == "Test NPU"
+
+
+@pytest.mark.parametrize(("vendor", "words"), [
+    ("amd", "an AMD CPU"), ("intel", "an Intel CPU"), ("arm", "an Arm CPU"), ("apple", "an Apple CPU"),
+    ("ampere", "an Ampere CPU"), ("unknown", "a CPU of unknown vendor"), ("hygon", "a hygon CPU"),
+])
+def test_cpu_description_takes_the_right_article(vendor: str, words: str) -> None:
+    assert wasinn.Cpu("x86_64", vendor, "test", 4, frozenset()).description == words

@@ -128,8 +128,8 @@ def _score(model: ModelDescription, hw: Hardware, device: str) -> Score:
     if hw.cpu.is_intel:
         return Score(SCORE_INTEL_CPU, f"OpenVINO reads {fmt} and is tuned for Intel CPUs (the format's own "
                                       "runtime is usually the first choice)", device)
-    return Score(SCORE_OTHER_CPU, f"OpenVINO reads {fmt}, second choice to the format's own runtime on a "
-                                  f"{hw.cpu.vendor} CPU", device)
+    return Score(SCORE_OTHER_CPU, f"OpenVINO reads {fmt}, second choice to the format's own runtime on "
+                                  f"{hw.cpu.description}", device)
 
 
 @hookimpl

@@ -53,6 +53,8 @@ _INTERESTING_FLAGS = {
 }
 
 _PCI_VENDORS = {"0x10de": "nvidia", "0x1002": "amd", "0x8086": "intel"}
+_VENDOR_NAMES = {"amd": "AMD", "intel": "Intel", "arm": "Arm", "apple": "Apple", "ampere": "Ampere",
+                 "nvidia": "NVIDIA"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,14 @@ class Cpu:
     @property
     def is_intel(self) -> bool:
         return self.vendor == "intel"
+
+    @property
+    def description(self) -> str:
+        """The CPU in words, with its article, for reasons and logs: "an AMD CPU", "an Intel CPU"."""
+        if self.vendor in ("", "unknown"):
+            return "a CPU of unknown vendor"
+        name = _VENDOR_NAMES.get(self.vendor, self.vendor)
+        return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name} CPU"
 
 
 @dataclass(frozen=True, slots=True)
