@@ -282,7 +282,24 @@ def native_tflite(paths: list[Path]) -> tuple[Callable[[np.ndarray], np.ndarray]
     return run, tuple(int(d) for d in i["shape"]), i["dtype"]
 
 
-NATIVE = {"onnx": native_onnx, "openvino": native_openvino, "tflite": native_tflite}
+def native_pytorch(paths: list[Path]) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...], Any]:
+    import torch
+    torch.set_num_threads(THREADS)  # as pytorch_config() gives wasinn
+    module = torch.jit.load(str(paths[0]), map_location="cpu").eval()
+    shape = (1, 3, 224, 224) if paths[0].name.startswith("resnet") else (1, 4)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+    return run, shape, np.float32
+
+
+def pytorch_config() -> dict[str, Any]:
+    return {"num_threads": THREADS}
+
+
+NATIVE = {"onnx": native_onnx, "openvino": native_openvino, "tflite": native_tflite, "pytorch": native_pytorch}
+BACKEND_CONFIG["pytorch"] = pytorch_config
 
 
 def available_backends() -> list[str]:
@@ -317,6 +334,11 @@ def bench_inference(quick: bool, workdir: Path, backends: list[str]) -> list[dic
     models.append(("birds u8[1,224,224,3] (3.6 MB tflite)", "openvino", [BIRDS], "real"))
     models.append(("resnet50 (onnx light) f32[1,3,224,224]", "onnx", [resnet50_path()], "real"))
     models.append(("resnet50 (onnx light) f32[1,3,224,224]", "openvino", [resnet50_path()], "real"))
+    if "pytorch" in backends:  # the models are made with torch itself
+        import resnet_torch
+        models.append(("tiny affine f32[1,4]", "pytorch", [resnet_torch.save_affine(workdir / "affine.pt")], "tiny"))
+        models.append(("resnet18-shaped (random) f32[1,3,224,224]", "pytorch",
+                       [resnet_torch.save_resnet18(workdir / "resnet18.pt")], "real"))
 
     host = wasinn.WasiNnHost()
     engine = wasmtime.Engine()
@@ -736,10 +758,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke mode: seconds, not minutes; numbers are rough")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument("--backends", help="comma list: measure only these backends (default: every installed one)")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     logging.basicConfig(level=logging.ERROR)
     backends = available_backends()
+    if args.backends:
+        backends = [b for b in backends if b in args.backends.split(",")]
     print(f"backends available: {', '.join(backends) or 'none'}; threads: {THREADS}", flush=True)
     results: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                "mode": "quick" if args.quick else "full", "machine": machine(),

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import io
 import struct
+import zipfile
 
 import pytest
 
@@ -23,6 +25,14 @@ def field(number: int, wire: int, payload: bytes | int) -> bytes:
     return key + bytes([len(payload)]) + payload
 
 
+def zipped(*names: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, b"x")
+    return buffer.getvalue()
+
+
 MINIMAL_ONNX = field(1, 0, 9) + field(2, 2, b"test") + field(7, 2, b"\x0a\x00") + field(8, 2, b"\x10\x0d")
 
 
@@ -31,7 +41,13 @@ MINIMAL_ONNX = field(1, 0, 9) + field(2, 2, b"test") + field(7, 2, b"\x0a\x00") 
     [
         ([b"\x1c\x00\x00\x00TFL3" + b"\0" * 16], ModelFormat.TFLITE),
         ([b"GGUF\x03\x00\x00\x00"], ModelFormat.GGUF),
-        ([b"PK\x03\x04....archive/data.pkl...."], ModelFormat.TORCHSCRIPT),
+        ([zipped("m/data.pkl", "m/constants.pkl", "m/code/__torch__/m.py", "m/version")], ModelFormat.TORCHSCRIPT),
+        ([zipped("archive/archive_format", "archive/models/model.json", "archive/data/weights/w0")],
+         ModelFormat.TORCH_EXPORT),
+        ([b"PK\x03\x04....archive/data.pkl...."], ModelFormat.UNKNOWN),  # the name, but no zip
+        ([zipped("ckpt/data.pkl", "ckpt/data/0", "ckpt/version")], ModelFormat.UNKNOWN),  # torch.save checkpoint
+        ([zipped("archive/archive_format", "archive/other.json")], ModelFormat.UNKNOWN),
+        ([zipped("m/data.pkl", "m/constants.pkl", "m/code/__torch__/m.py")[:-30]], ModelFormat.UNKNOWN),  # truncated
         ([IR_XML, b"\0" * 8], ModelFormat.OPENVINO_IR),
         ([MINIMAL_ONNX], ModelFormat.ONNX),
         ([IR_XML], ModelFormat.UNKNOWN),  # IR without weights cannot be loaded

@@ -46,6 +46,7 @@ class ModelFormat(str):
     OPENVINO_IR: ClassVar[ModelFormat]
     TFLITE: ClassVar[ModelFormat]
     TORCHSCRIPT: ClassVar[ModelFormat]
+    TORCH_EXPORT: ClassVar[ModelFormat]
     GGUF: ClassVar[ModelFormat]
     TENSORFLOW: ClassVar[ModelFormat]
     UNKNOWN: ClassVar[ModelFormat]
@@ -62,6 +63,7 @@ ModelFormat.ONNX = ModelFormat("onnx")
 ModelFormat.OPENVINO_IR = ModelFormat("openvino-ir")
 ModelFormat.TFLITE = ModelFormat("tflite")
 ModelFormat.TORCHSCRIPT = ModelFormat("torchscript")
+ModelFormat.TORCH_EXPORT = ModelFormat("torch-export")  # a torch.export program saved as .pt2
 ModelFormat.GGUF = ModelFormat("gguf")
 ModelFormat.TENSORFLOW = ModelFormat("tensorflow")
 ModelFormat.UNKNOWN = ModelFormat("unknown")
@@ -75,6 +77,11 @@ ENCODING_FORMAT: dict[GraphEncoding, ModelFormat] = {
     GraphEncoding.PYTORCH: ModelFormat.TORCHSCRIPT,
     GraphEncoding.TENSORFLOWLITE: ModelFormat.TFLITE,
     GraphEncoding.GGML: ModelFormat.GGUF,
+}
+
+#: Other formats an explicit encoding also stands for (the bytes tell which one it is).
+ENCODING_ALSO: dict[GraphEncoding, tuple[ModelFormat, ...]] = {
+    GraphEncoding.PYTORCH: (ModelFormat.TORCH_EXPORT,),
 }
 
 

@@ -6,6 +6,8 @@ so detection costs microseconds and cannot crash on hostile input.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Sequence
 
 from wasinn.enums import ModelFormat
@@ -26,8 +28,13 @@ def detect_format(builders: Sequence[Buffer]) -> ModelFormat:
         return ModelFormat.TFLITE
     if is_gguf(first):
         return ModelFormat.GGUF
-    if is_torchscript(first):
-        return ModelFormat.TORCHSCRIPT
+    if bytes(first[:4]) == _ZIP_MAGIC:
+        entries = zip_entries(first)
+        if is_torchscript_entries(entries):
+            return ModelFormat.TORCHSCRIPT
+        if is_torch_export_entries(entries):
+            return ModelFormat.TORCH_EXPORT
+        return ModelFormat.UNKNOWN
     if is_openvino_xml(first):
         return ModelFormat.UNKNOWN  # IR XML without its weights: not loadable as given
     if is_onnx(first):
@@ -44,9 +51,53 @@ def is_gguf(data: Buffer) -> bool:
     return len(data) >= 4 and bytes(data[:4]) == b"GGUF"
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+#: More entries than this and the zip is not a model we detect (bounds the central-directory read).
+_MAX_ZIP_ENTRIES = 65536
+
+
+def zip_entries(data: Buffer) -> frozenset[str]:
+    """The entry names of a zip file, read from its central directory; empty if it is not one."""
+    if len(data) < 22 or bytes(data[:4]) != _ZIP_MAGIC:
+        return frozenset()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if len(infos) > _MAX_ZIP_ENTRIES:
+                return frozenset()
+            return frozenset(info.filename for info in infos)
+    except Exception:  # a truncated or hostile zip is simply not a format we know
+        return frozenset()
+
+
+def _under_one_root(entries: frozenset[str], *names: str) -> bool:
+    roots = {entry.split("/", 1)[0] for entry in entries if "/" in entry}
+    return any(all(f"{root}/{name}" in entries for name in names) for root in roots)
+
+
+def is_torchscript_entries(entries: frozenset[str]) -> bool:
+    """TorchScript (``torch.jit.save``): ``data.pkl`` and ``constants.pkl`` beside a ``code/`` tree.
+
+    A plain ``torch.save`` checkpoint has ``data.pkl`` but no ``constants.pkl`` nor code: it is not
+    a model wasinn can run.
+    """
+    return _under_one_root(entries, "data.pkl", "constants.pkl") and any("/code/" in e for e in entries)
+
+
+def is_torch_export_entries(entries: frozenset[str]) -> bool:
+    """A ``torch.export`` program (``.pt2``): an ``archive_format`` entry and a ``models/*.json``."""
+    return (_under_one_root(entries, "archive_format")
+            and any(e.count("/") == 2 and e.split("/")[1] == "models" and e.endswith(".json") for e in entries))
+
+
 def is_torchscript(data: Buffer) -> bool:
-    """TorchScript archives are zip files (local file header magic) holding a pickled ``data.pkl``."""
-    return len(data) >= 4 and bytes(data[:4]) == b"PK\x03\x04" and b"data.pkl" in bytes(data)
+    """True for a TorchScript archive (see :func:`is_torchscript_entries`)."""
+    return is_torchscript_entries(zip_entries(data))
+
+
+def is_torch_export(data: Buffer) -> bool:
+    """True for a ``torch.export`` ``.pt2`` archive (see :func:`is_torch_export_entries`)."""
+    return is_torch_export_entries(zip_entries(data))
 
 
 def is_openvino_xml(data: Buffer) -> bool:

@@ -17,7 +17,8 @@ WASMTIME_DIR_FILES: dict[GraphEncoding, tuple[str, ...]] = {
     GraphEncoding.GGML: ("model.gguf",),
 }
 SUFFIX_ENCODING = {".onnx": GraphEncoding.ONNX, ".xml": GraphEncoding.OPENVINO, ".tflite": GraphEncoding.TENSORFLOWLITE,
-                   ".pt": GraphEncoding.PYTORCH, ".gguf": GraphEncoding.GGML}
+                   ".pt": GraphEncoding.PYTORCH, ".pt2": GraphEncoding.PYTORCH,
+                   ".gguf": GraphEncoding.GGML}
 
 
 @dataclass

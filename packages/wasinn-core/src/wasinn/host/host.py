@@ -15,7 +15,7 @@ from typing import Any
 import wasmtime
 
 from wasinn import formats, hardware, ranking
-from wasinn.enums import ENCODING_FORMAT, ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat
+from wasinn.enums import ENCODING_ALSO, ENCODING_FORMAT, ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.hardware import Device, Hardware
 from wasinn.hookspecs import Graph
@@ -167,6 +167,8 @@ class WasiNnHost:
             encoding = None
         else:
             fmt = ENCODING_FORMAT[encoding]
+            if detected in ENCODING_ALSO.get(encoding, ()):
+                fmt = detected
             if detected != ModelFormat.UNKNOWN and detected != fmt:
                 raise WasiNnError(ErrorCode.INVALID_ENCODING, f"encoding {encoding.value} was given but the "
                                                               f"bytes are a {detected.value} model")

@@ -526,7 +526,17 @@ def _torchscript_sample() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("model/constants.pkl", b"\x80\x02)q\x00.")
+        archive.writestr("model/code/__torch__/kit.py", b"")
         archive.writestr("model/version", b"3\n")
+    return buffer.getvalue()
+
+
+def _torch_export_sample() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/archive_format", b"pt2")
+        archive.writestr("archive/models/model.json", b"{}")
     return buffer.getvalue()
 
 
@@ -537,6 +547,7 @@ FOREIGN_SAMPLES: dict[ModelFormat, tuple[bytes, ...]] = {
     ModelFormat.TFLITE: (b"\x1c\x00\x00\x00TFL3" + bytes(24),),
     ModelFormat.GGUF: (b"GGUF\x03\x00\x00\x00" + bytes(16),),
     ModelFormat.TORCHSCRIPT: (_torchscript_sample(),),
+    ModelFormat.TORCH_EXPORT: (_torch_export_sample(),),
     ModelFormat.OPENVINO_IR: (b'<?xml version="1.0"?>\n<net name="kit" version="11"><layers/><edges/></net>\n',
                               b"\x00" * 16),
 }

@@ -67,7 +67,7 @@ from wasinn.testing.harness import (
 __all__ = ["BackendConformance", "ModelFactory"]
 
 BUILTIN_FORMATS = frozenset({ModelFormat.ONNX, ModelFormat.OPENVINO_IR, ModelFormat.TFLITE, ModelFormat.TORCHSCRIPT,
-                             ModelFormat.GGUF, ModelFormat.TENSORFLOW})
+                             ModelFormat.TORCH_EXPORT, ModelFormat.GGUF, ModelFormat.TENSORFLOW})
 WITX_TYPES = (TensorType.F32, TensorType.F16, TensorType.F64, TensorType.U8, TensorType.I32, TensorType.I64)
 
 Driver = GuestDriver | StateDriver
