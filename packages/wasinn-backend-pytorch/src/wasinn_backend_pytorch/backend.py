@@ -18,6 +18,7 @@ import io
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -49,7 +50,8 @@ from wasinn_backend_pytorch._info import FORMATS
 log = logging.getLogger("wasinn.pytorch")
 
 # torch.export.load keeps its deserializer in a module global ("_CURRENT_DESERIALIZER is already
-# set" when two threads load at once): loads are serialised. Inference is not.
+# set" when two threads load at once), and warnings filters are process-wide: loads are serialised.
+# Inference is not.
 _LOAD_LOCK = threading.Lock()
 
 #: The native runtime of TorchScript and torch.export programs, on the CPU / on CUDA.
@@ -66,23 +68,35 @@ _TORCH_DTYPE_NAMES = {
 }
 
 
+_TORCH: list[ModuleType] = []  # torch, once imported (the hot path asks for it on every call)
+_DTYPES: dict[TensorType, Any] = {}
+
+
 def _torch() -> ModuleType:
-    return importlib.import_module("torch")
+    if not _TORCH:
+        _TORCH.append(importlib.import_module("torch"))
+    return _TORCH[0]
 
 
 def torch_dtype(dtype: TensorType) -> Any:
-    return getattr(_torch(), _TORCH_DTYPE_NAMES[dtype])
+    found = _DTYPES.get(dtype)
+    if found is None:
+        found = _DTYPES[dtype] = getattr(_torch(), _TORCH_DTYPE_NAMES[dtype])
+    return found
+
+
+_TYPES_OF: dict[Any, TensorType | None] = {}
 
 
 def tensor_type(dtype: Any) -> TensorType | None:
     """The wasi-nn type of a torch dtype (bool travels as u8), or ``None`` if it has none."""
+    if dtype in _TYPES_OF:
+        return _TYPES_OF[dtype]
     name = str(dtype).removeprefix("torch.")
-    if name == "bool":
-        return TensorType.U8
-    for member, candidate in _TORCH_DTYPE_NAMES.items():
-        if candidate == name:
-            return member
-    return None
+    found = TensorType.U8 if name == "bool" else next(
+        (member for member, candidate in _TORCH_DTYPE_NAMES.items() if candidate == name), None)
+    _TYPES_OF[dtype] = found
+    return found
 
 
 class ConfigError(ValueError):
@@ -145,9 +159,11 @@ class GraphState:
 class ContextState:
     """One context: a staging buffer per input, and the outputs of its last compute."""
 
-    #: Per input: (raw byte buffer, typed view of it, its flat byte memoryview), or None if unset.
-    staged: list[tuple[Any, Any, memoryview] | None]
-    outputs: list[Any] = field(default_factory=list)
+    #: Per input: (wasi-nn type, shape, typed torch view of the buffer, the buffer's flat byte
+    #: memoryview), or None while unset.
+    staged: list[tuple[TensorType, tuple[int, ...], Any, memoryview] | None]
+    #: The last compute's outputs, as numpy views of CPU tensors (or the reason one cannot be given).
+    outputs: list[np.ndarray | str] = field(default_factory=list)
     computed: bool = False
 
 
@@ -293,7 +309,11 @@ class TorchBackend:
     def _load_torchscript(data: bytes, device: str) -> tuple[Any, list[TensorSpec], list[TensorSpec], int]:
         torch = _torch()
         safety.check_torchscript(data)
-        module = torch.jit.load(io.BytesIO(data), map_location=device)
+        with _LOAD_LOCK, warnings.catch_warnings():
+            # "torch.jit.load is deprecated" on every load would land on the guest's stderr; the
+            # format still loads, and the docs say so once.
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(io.BytesIO(data), map_location=device)
         module.eval()
         forbidden = safety.forbidden_in(_torchscript_kinds(module))
         if forbidden:
@@ -360,18 +380,18 @@ class TorchBackend:
             got = f"{tensor.dtype.value}[{','.join(str(d) for d in tensor.shape)}]"
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input {index} ({spec.name!r}) expects {spec.describe()}, "
                                                           f"got {got}")
-        torch = _torch()
-        dtype = torch_dtype(tensor.dtype)
         staged = state.staged[index]
-        if staged is None or tuple(staged[1].shape) != tensor.shape or staged[1].dtype != dtype:
+        if staged is None or staged[0] is not tensor.dtype or staged[1] != tensor.shape:
+            torch = _torch()
             nbytes = int(np.prod(tensor.shape, dtype=np.int64)) * tensor.dtype.itemsize
             raw = torch.empty(nbytes, dtype=torch.uint8, pin_memory=graph.device.startswith("cuda"))
-            staged = (raw, raw.view(dtype).reshape(tensor.shape), raw.numpy().data.cast("B"))
+            staged = (tensor.dtype, tuple(tensor.shape), raw.view(torch_dtype(tensor.dtype)).reshape(tensor.shape),
+                      raw.numpy().data.cast("B"))
             state.staged[index] = staged
         try:
-            staged[2][:] = tensor.data  # the one copy out of guest memory
+            staged[3][:] = tensor.data  # the one copy out of guest memory
         except (TypeError, ValueError):  # an embedder's tensor over a non-byte memoryview
-            staged[2][:] = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
+            staged[3][:] = np.ascontiguousarray(tensor.numpy()).reshape(-1).view(np.uint8).data
         state.computed = False
 
     @hookimpl
@@ -393,17 +413,10 @@ class TorchBackend:
         cuda = graph.device.startswith("cuda")
         try:
             with torch.inference_mode():
-                arguments = [s[1].to(graph.device, non_blocking=True) if cuda else s[1]
+                arguments = [s[2].to(graph.device, non_blocking=True) if cuda else s[2]
                              for s in state.staged[:given] if s is not None]
                 result = graph.module(*arguments)
-                outputs = []
-                for leaf in _flatten(result):
-                    if isinstance(leaf, torch.Tensor):
-                        leaf = leaf.detach()
-                        if leaf.device.type != "cpu":
-                            leaf = leaf.cpu()  # the synchronisation: the GPU has finished
-                        leaf = leaf.contiguous()
-                    outputs.append(leaf)
+                outputs = [_to_numpy(torch, leaf) for leaf in _flatten(result)]
         except Exception as exc:
             log.error("pytorch: forward failed: %s", _first_line(exc))
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"PyTorch failed to run: {_first_line(exc)}") from None
@@ -418,17 +431,28 @@ class TorchBackend:
         if not 0 <= index < len(state.outputs):
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"output index {index} out of range: forward returned "
                                                           f"{len(state.outputs)} output(s)")
-        torch = _torch()
         value = state.outputs[index]
-        if not isinstance(value, torch.Tensor) or tensor_type(value.dtype) is None:
-            kind = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
-            raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"output {index} is {kind}, which wasi-nn tensors "
+        if isinstance(value, str):
+            raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"output {index} is {value}, which wasi-nn tensors "
                                                                f"cannot carry")
-        if value.dtype == torch.bool:
-            value = value.view(torch.uint8)
-        elif value.dtype == torch.bfloat16:
-            return value.view(torch.int16).numpy().view(np.uint16)  # type: ignore[no-any-return]
-        return value.numpy()  # type: ignore[no-any-return]
+        return value
+
+
+def _to_numpy(torch: ModuleType, leaf: Any) -> np.ndarray | str:
+    """One output of forward on the CPU as a C-contiguous numpy view, or what it is if it cannot be."""
+    if not isinstance(leaf, torch.Tensor):
+        return f"a {type(leaf).__name__}"
+    if tensor_type(leaf.dtype) is None:
+        return f"a {leaf.dtype} tensor"
+    leaf = leaf.detach()
+    if leaf.device.type != "cpu":
+        leaf = leaf.cpu()  # the synchronisation: the GPU has finished
+    leaf = leaf.contiguous()
+    if leaf.dtype == torch.bool:
+        return leaf.view(torch.uint8).numpy()  # type: ignore[no-any-return]
+    if leaf.dtype == torch.bfloat16:
+        return leaf.view(torch.int16).numpy().view(np.uint16)  # type: ignore[no-any-return]  # bf16 bits as <u2
+    return leaf.numpy()  # type: ignore[no-any-return]
 
 
 def _export_spec(name: str, node: Any) -> TensorSpec:

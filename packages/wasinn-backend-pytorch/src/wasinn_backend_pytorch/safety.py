@@ -68,7 +68,7 @@ def check_torchscript(data: bytes) -> None:
 
 
 def _payload_configs(archive: zipfile.ZipFile, names: Iterable[str], kind: str) -> list[tuple[str, dict[str, Any]]]:
-    configs = []
+    configs: list[tuple[str, dict[str, Any]]] = []
     for name in names:
         if re.fullmatch(rf"[^/]+/data/{kind}/model_{kind}_config\.json|[^/]+/data/{kind}/\w+_{kind}_config\.json",
                         name):
