@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--out benchmarks/results.json] [--only SECTION,...]
 
 Sections: ``infer`` (per backend and model, native and guest interleaved in one process),
-``overhead`` (one wasinn host call vs an empty wasmtime-py host function, both looped inside wasm),
+``overhead`` (one wasinn host call vs empty host functions entered three ways, all looped inside wasm),
 ``import`` (``import wasinn`` + ``wasinn backends`` vs the bare imports, in subprocesses),
 ``load`` (first ``load`` vs cached ``load_by_name`` in a second store; OpenVINO's model cache in a
 second process), ``memory`` (RSS of 1 vs 100 stores sharing one named model) and ``copy`` (bytes
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import wasmtime
 
+from wasinn.abi import entry
 from wasinn.testing.models import third_party_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +81,12 @@ def bench_wat() -> str:
     # The native runtime called from a bare wasmtime-py host function (no wasinn): the control for what
     # running inside a host call costs any Python host.
     lines.append('  (import "bench" "native" (func $native (param i32) (result i32)))')
-    for arity in (1, 3, 5):  # empty host functions with the signatures of compute, set_input, get_output
-        lines.append(f'  (import "bench" "empty{arity}" (func $empty{arity} (param{" i32" * arity}) (result i32)))')
+    # Empty host functions with the signatures of compute, set_input and get_output, entered three ways
+    # (see make_linker): the floors that wasinn's calls are compared with.
+    for family in EMPTY_FAMILIES:
+        for arity in (1, 3, 5):
+            lines.append(f'  (import "bench" "{family}{arity}" (func ${family}{arity} (param{" i32" * arity}) '
+                         '(result i32)))')
     lines.append('  (memory (export "memory") 2)')
     for export, name, arity in (("load", "load_by_name_with_config", 5), ("init", "init_execution_context", 2)):
         params = " ".join(f"(param ${i} i32)" for i in range(arity))
@@ -96,12 +101,14 @@ def bench_wat() -> str:
     lines.append(_loop("loop_set_input", ["ctx", "rec"], _step(set_input)))
     lines.append(_loop("loop_compute", ["ctx"], _step(compute)))
     lines.append(_loop("loop_get_output", ["ctx", "out", "max", "written"], _step(get_output)))
-    # An empty host function: errno 0 always, so the loop runs to the end.
-    lines.append(_loop("loop_empty", [], _step("(call $empty1 (local.get $n))")))
+    # The empty host functions answer errno 0 always, so their loops run to the end.
+    for family in EMPTY_FAMILIES:
+        lines.append(_loop(f"loop_{family}1", [], _step(f"(call ${family}1 (local.get $n))")))
+        lines.append(_loop(f"loop_{family}3", ["a"], _step(f"(call ${family}3 (local.get $a) (i32.const 0) "
+                                                            "(local.get $n))")))
+        lines.append(_loop(f"loop_{family}5", ["a"], _step(f"(call ${family}5 (local.get $a) (i32.const 0) "
+                                                            "(local.get $n) (i32.const 16) (i32.const 0))")))
     lines.append(_loop("loop_native", [], _step("(call $native (local.get $n))")))
-    lines.append(_loop("loop_empty3", ["a"], _step("(call $empty3 (local.get $a) (i32.const 0) (local.get $n))")))
-    lines.append(_loop("loop_empty5", ["a"], _step("(call $empty5 (local.get $a) (i32.const 0) (local.get $n) "
-                                                    "(i32.const 16) (i32.const 0))")))
     # unload of an invalid handle: errno != 0, so loop without stopping on it.
     lines.append(_loop("loop_unload_invalid", [], "      (local.set $e (call $unload (i32.const -1)))\n"))
     lines.append(")")
@@ -116,9 +123,9 @@ class BenchGuest:
         self.instance = host.instantiate(self.store, linker, module)
         exports = self.instance.exports(self.store)
         self.memory: wasmtime.Memory = exports["memory"]  # type: ignore[assignment]
-        self.f = {name: exports[name] for name in ("load", "init", "bench", "loop_set_input", "loop_compute",
-                                                   "loop_get_output", "loop_empty", "loop_empty3", "loop_empty5",
-                                                   "loop_native", "loop_unload_invalid")}
+        names = ["load", "init", "bench", "loop_set_input", "loop_compute", "loop_get_output", "loop_native",
+                 "loop_unload_invalid"] + [f"loop_{family}{arity}" for family in EMPTY_FAMILIES for arity in (1, 3, 5)]
+        self.f = {name: exports[name] for name in names}
         self.rec = self.out = self.max = 0
 
     def u32(self, ptr: int) -> int:
@@ -182,9 +189,40 @@ def make_linker(host: Any, engine: wasmtime.Engine) -> wasmtime.Linker:
     host.add_to_linker(linker)
     linker.define_func("bench", "native", wasmtime.FuncType([I32], [I32]), _native_in_wasm, access_caller=True)
     for arity in (1, 3, 5):
-        linker.define_func("bench", f"empty{arity}", wasmtime.FuncType([I32] * arity, [I32]),
+        # through wasinn's own trampoline (wasinn.abi.entry), as every wasi-nn import is
+        entry.define(linker, "bench", f"empty{arity}", arity, lambda call, *args: 0)
+        # through wasmtime-py's Linker.define_func (its Python trampoline converts every parameter)
+        linker.define_func("bench", f"pyfunc{arity}", wasmtime.FuncType([I32] * arity, [I32]),
                            lambda caller, *args: 0, access_caller=True)
+        # the least a Python host function can be: a bare ctypes callback that writes errno 0
+        _define_bare(linker, f"bare{arity}", arity)
     return linker
+
+
+#: empty host functions: wasinn's trampoline, wasmtime-py's Func trampoline, a bare ctypes callback
+EMPTY_FAMILIES = ("empty", "pyfunc", "bare")
+_BARE_CALLBACKS: list[Any] = []  # kept alive as long as the process: linkers hold raw pointers to them
+
+
+def _define_bare(linker: wasmtime.Linker, name: str, arity: int) -> None:
+    import ctypes
+
+    from wasmtime import _ffi as ffi
+
+    def bare(env: int | None, caller: int, slots: int, count: int) -> int:
+        ctypes.c_int32.from_address(slots).value = 0
+        return 0
+
+    void = ctypes.c_void_p
+    callback = ctypes.CFUNCTYPE(ctypes.c_size_t, void, void, void, ctypes.c_size_t)(bare)
+    _BARE_CALLBACKS.append(callback)
+    define = ffi.dll["wasmtime_linker_define_func_unchecked"]
+    define.restype = void
+    define.argtypes = [void, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, void, void, void, void]
+    ty = wasmtime.FuncType([I32] * arity, [I32])
+    error = define(ctypes.cast(linker.ptr(), void), b"bench", 5, name.encode(), len(name), ctypes.cast(ty.ptr(), void),
+                   ctypes.cast(callback, void), None, None)
+    assert not error, f"defining bench::{name} failed"
 
 
 TYPE_NUMBER = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.uint8): 3,
@@ -492,22 +530,23 @@ def bench_overhead(quick: bool, workdir: Path) -> dict[str, Any]:
     n = 2000 if quick else 20000
     reps = 3 if quick else 9
     # name -> (loop, the empty host function of the same signature it is compared with)
-    calls: dict[str, tuple[Callable[[], Any], str]] = {
-        "empty host func, 1 param": (lambda: guest.f["loop_empty"](guest.store, n), "empty host func, 1 param"),
-        "empty host func, 3 params": (lambda: guest.f["loop_empty3"](guest.store, ctx, n),
-                                      "empty host func, 3 params"),
-        "empty host func, 5 params": (lambda: guest.f["loop_empty5"](guest.store, ctx, n),
-                                      "empty host func, 5 params"),
-        "compute (no-op backend)": (lambda: guest.f["loop_compute"](guest.store, ctx, n),
-                                    "empty host func, 1 param"),
-        "set_input 16 B (no-op backend)": (lambda: guest.f["loop_set_input"](guest.store, ctx, guest.rec, n),
-                                           "empty host func, 3 params"),
+    floors = {"empty": "empty, wasinn's trampoline", "pyfunc": "empty, wasmtime-py Func", "bare": "empty, bare ctypes"}
+    calls: dict[str, tuple[Callable[[], Any], str]] = {}
+    for family, label in floors.items():
+        for arity in (1, 3, 5):
+            name = f"{label}, {arity} param{'s' if arity > 1 else ''}"
+            loop = guest.f[f"loop_{family}{arity}"]
+            args = () if arity == 1 else (ctx,)
+            calls[name] = ((lambda loop=loop, args=args: loop(guest.store, *args, n)), name)
+    same = {arity: f"empty, wasinn's trampoline, {arity} param{'s' if arity > 1 else ''}" for arity in (1, 3, 5)}
+    calls.update({
+        "compute (no-op backend)": (lambda: guest.f["loop_compute"](guest.store, ctx, n), same[1]),
+        "set_input 16 B (no-op backend)": (lambda: guest.f["loop_set_input"](guest.store, ctx, guest.rec, n), same[3]),
         "get_output 16 B (no-op backend)": (lambda: guest.f["loop_get_output"](guest.store, ctx, guest.out, 16,
-                                                                               A_WRITTEN, n),
-                                            "empty host func, 5 params"),
+                                                                               A_WRITTEN, n), same[5]),
         "unload(invalid handle), log level CRITICAL": (lambda: guest.f["loop_unload_invalid"](guest.store, n),
-                                                       "empty host func, 1 param"),
-    }
+                                                       same[1]),
+    })
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(reps):  # interleaved
         for name, (fn, _floor) in calls.items():
@@ -515,16 +554,18 @@ def bench_overhead(quick: bool, workdir: Path) -> dict[str, Any]:
             fn()
             samples[name].append((time.perf_counter() - t) / n * 1e6)
     logging.getLogger("wasinn").setLevel(logging.NOTSET)
-    out: dict[str, Any] = {"calls_per_batch": n, "batches": reps, "per_call_us": {}}
-    floor_1 = statistics.median(samples["empty host func, 1 param"])
+    out: dict[str, Any] = {"calls_per_batch": n, "batches": reps, "trampoline": entry.MODE, "per_call_us": {}}
+    bare = {arity: statistics.median(samples[f"empty, bare ctypes, {arity} param{'s' if arity > 1 else ''}"])
+            for arity in (1, 3, 5)}
     for name, values in samples.items():
         med = statistics.median(values)
-        same = statistics.median(samples[calls[name][1]])
+        floor = statistics.median(samples[calls[name][1]])
+        arity = next(a for a in (5, 3, 1) if same[a] == calls[name][1] or f"{a} param" in name)
         out["per_call_us"][name] = {"median": med, "min": min(values), "max": max(values),
-                                    "floor": calls[name][1], "ratio_to_same_signature": med / same,
-                                    "ratio_to_empty_1_param": med / floor_1, "added_us": med - same}
-        print(f"  {name}: {med:.2f} µs/call, {med / same:.2f}x the empty host call of its signature "
-              f"(+{med - same:.2f} µs), {med / floor_1:.2f}x the 1-param one", flush=True)
+                                    "floor": calls[name][1], "ratio_to_same_signature": med / floor,
+                                    "ratio_to_bare_ctypes": med / bare[arity], "added_us": med - floor}
+        print(f"  {name}: {med:.2f} µs/call, {med / floor:.2f}x wasinn's empty call of its signature "
+              f"(+{med - floor:.2f} µs), {med / bare[arity]:.2f}x a bare ctypes callback", flush=True)
     guest.store.close()
     host.close()
     return out

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import struct
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -246,7 +247,9 @@ Op = Load | LoadByName | Init | SetInput | Compute | GetOutput | Unload | Finali
 LEGACY_FUNCTIONS = {name: arity for name, (arity, _) in wamr_legacy.FUNCTIONS.items()}
 EPHEMERAL_IMPORTS = {name: arity for name, (arity, _) in EPHEMERAL_FUNCTIONS.items()
                      if name not in WASMEDGE_ONLY_IMPORTS}
-_MODULES: dict[tuple[int, str, int], wasmtime.Module] = {}
+# Per engine (weakly: an id() key was reused by a later engine once the first was collected).
+_MODULES: weakref.WeakKeyDictionary[wasmtime.Engine, dict[tuple[str, int], wasmtime.Module]] = (
+    weakref.WeakKeyDictionary())
 
 
 class FastGuest(TrampolineGuest):
@@ -259,14 +262,15 @@ class FastGuest(TrampolineGuest):
         self.engine = engine
         self.linker = linker
         module_name = "wasi_nn" if legacy else "wasi_ephemeral_nn"
-        key = (id(engine), module_name, pages)
-        wasm = _MODULES.get(key)
+        key = (module_name, pages)
+        compiled = _MODULES.setdefault(engine, {})
+        wasm = compiled.get(key)
         if wasm is None:
             functions = LEGACY_FUNCTIONS if legacy else EPHEMERAL_IMPORTS
             wat = trampoline_wat(module_name, functions).replace(
                 f'(memory (export "memory") {INITIAL_PAGES})', f'(memory (export "memory") {pages})')
             assert f'(memory (export "memory") {pages})' in wat
-            wasm = _MODULES[key] = wasmtime.Module(engine, wat)
+            wasm = compiled[key] = wasmtime.Module(engine, wat)
         self.store = host.new_store(engine)
         self.instance = host.instantiate(self.store, linker, wasm)
         exports = self.instance.exports(self.store)

@@ -15,8 +15,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import wasmtime
-
+from wasinn.abi.entry import HostCall, store_data
 from wasinn.abi.memory import U32_MASK, GuestMemory
 from wasinn.abi.profiles import DEFAULT_PROFILE, PROFILES, AbiProfile
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
@@ -34,29 +33,9 @@ MAX_NAME_BYTES = 4096
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CHECKED_SIGNATURES = 16  # per context: input signatures whose checks passed (bounded memory)
 
-_store_data: Callable[[wasmtime.Caller], Any]
 
-
-def _make_store_data_reader() -> Callable[[wasmtime.Caller], Any]:
-    # wasmtime-py's Caller has no public data() accessor; this is Store.data() for a caller's store.
-    from wasmtime import _ffi as ffi
-    from wasmtime import _value
-
-    get_data = ffi.wasmtime_context_get_data
-    unintern = _value._unintern
-
-    def read(caller: wasmtime.Caller) -> Any:
-        data = get_data(caller._context())
-        return unintern(data) if data else None  # type: ignore[arg-type]
-
-    return read
-
-
-_store_data = _make_store_data_reader()
-
-
-def state_of(caller: wasmtime.Caller) -> StoreState:
-    state = _store_data(caller)
+def state_of(call: HostCall) -> StoreState:
+    state = store_data(call)
     if not isinstance(state, StoreState):
         raise ConfigurationError("wasi-nn was called from a store not created by WasiNnHost.new_store(); "
                                  "create stores with host.new_store(engine)")
@@ -215,10 +194,10 @@ def host_function(operation: str, profile: AbiProfile | None = None
     """
 
     def wrap(body: Callable[..., None]) -> Callable[..., int]:
-        def function(caller: wasmtime.Caller, *args: int) -> int:
-            state = state_of(caller)
+        def function(call: HostCall, *args: int) -> int:
+            state = state_of(call)
             try:
-                body(state, caller, *args)
+                body(state, call, *args)
                 return 0
             except WasiNnError as error:
                 return errno_for(state, operation, error, profile)
@@ -234,7 +213,7 @@ def host_function(operation: str, profile: AbiProfile | None = None
 
 
 @host_function("load")
-def load(state: StoreState, caller: wasmtime.Caller, builders_ptr: int, builders_len: int, encoding: int,
+def load(state: StoreState, caller: HostCall, builders_ptr: int, builders_len: int, encoding: int,
          target: int, out_graph: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_graph, 4, "graph out-pointer")
@@ -244,7 +223,7 @@ def load(state: StoreState, caller: wasmtime.Caller, builders_ptr: int, builders
 
 
 @host_function("load_by_name")
-def load_by_name(state: StoreState, caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> None:
+def load_by_name(state: StoreState, caller: HostCall, name_ptr: int, name_len: int, out_graph: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_graph, 4, "graph out-pointer")
     handle = state.load_by_name(read_name(memory, name_ptr, name_len))
@@ -252,7 +231,7 @@ def load_by_name(state: StoreState, caller: wasmtime.Caller, name_ptr: int, name
 
 
 @host_function("load_by_name_with_config")
-def load_by_name_with_config(state: StoreState, caller: wasmtime.Caller, name_ptr: int, name_len: int,
+def load_by_name_with_config(state: StoreState, caller: HostCall, name_ptr: int, name_len: int,
                              config_ptr: int, config_len: int, out_graph: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_graph, 4, "graph out-pointer")
@@ -262,7 +241,7 @@ def load_by_name_with_config(state: StoreState, caller: wasmtime.Caller, name_pt
 
 
 @host_function("init_execution_context")
-def init_execution_context(state: StoreState, caller: wasmtime.Caller, graph: int, out_context: int) -> None:
+def init_execution_context(state: StoreState, caller: HostCall, graph: int, out_context: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_context, 4, "context out-pointer")
     handle = state.init_execution_context(graph & U32_MASK)
@@ -270,7 +249,7 @@ def init_execution_context(state: StoreState, caller: wasmtime.Caller, graph: in
 
 
 @host_function("set_input")
-def set_input(state: StoreState, caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> None:
+def set_input(state: StoreState, caller: HostCall, context: int, index: int, tensor_ptr: int) -> None:
     entry = state.context(context & U32_MASK)
     index &= U32_MASK
     tensor = read_tensor(GuestMemory.of(caller, state.memory), state, entry, index, tensor_ptr)
@@ -278,12 +257,12 @@ def set_input(state: StoreState, caller: wasmtime.Caller, context: int, index: i
 
 
 @host_function("compute")
-def compute(state: StoreState, caller: wasmtime.Caller, context: int) -> None:
+def compute(state: StoreState, caller: HostCall, context: int) -> None:
     state.compute(context & U32_MASK)
 
 
 @host_function("get_output")
-def get_output(state: StoreState, caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
+def get_output(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int, out_max: int,
                out_written: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_written, 4, "bytes-written out-pointer")
@@ -302,18 +281,18 @@ def get_output(state: StoreState, caller: wasmtime.Caller, context: int, index: 
 
 
 @host_function("unload")
-def unload(state: StoreState, caller: wasmtime.Caller, graph: int) -> None:
+def unload(state: StoreState, caller: HostCall, graph: int) -> None:
     state.unload(graph & U32_MASK)
 
 
 @host_function("finalize_execution_context")
-def finalize_execution_context(state: StoreState, caller: wasmtime.Caller, context: int) -> None:
+def finalize_execution_context(state: StoreState, caller: HostCall, context: int) -> None:
     state.finalize_execution_context(context & U32_MASK)
 
 
 def _not_streaming(name: str) -> Callable[..., None]:
     # WasmEdge's token-streaming calls: defined so that WasmEdge guests instantiate; no backend streams yet.
-    def body(state: StoreState, caller: wasmtime.Caller, *args: int) -> None:
+    def body(state: StoreState, caller: HostCall, *args: int) -> None:
         raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"token streaming ({name}) is not supported by any backend")
 
     body.__name__ = name

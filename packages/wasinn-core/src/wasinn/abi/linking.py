@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import wasmtime
 
-from wasinn.abi import ephemeral, wamr_legacy
+from wasinn.abi import entry, ephemeral, wamr_legacy
 from wasinn.abi.profiles import DEFAULT_PROFILE, PROFILES, AbiProfile
 from wasinn.errors import ConfigurationError
 
@@ -21,19 +21,14 @@ LEGACY_MODULE = "wasi_nn"
 WASMEDGE_ONLY_IMPORTS = frozenset({"compute_single", "get_output_single", "fini_single"})
 
 
-def _i32s(count: int) -> wasmtime.FuncType:
-    i32 = wasmtime.ValType.i32()
-    return wasmtime.FuncType([i32] * count, [i32])
-
-
 def define_imports(host: WasiNnHost, linker: wasmtime.Linker) -> None:
     """Define every wasi-nn import wasinn serves. The functions find their store's state through
     the caller, so one linker serves any number of stores of ``host``."""
     del host  # state is per store; kept in the signature so the API can grow host-wide options
     for name, (arity, function) in ephemeral.FUNCTIONS.items():
-        linker.define_func(EPHEMERAL_MODULE, name, _i32s(arity), function, access_caller=True)
+        entry.define(linker, EPHEMERAL_MODULE, name, arity, function)
     for name, (arity, function) in wamr_legacy.FUNCTIONS.items():
-        linker.define_func(LEGACY_MODULE, name, _i32s(arity), function, access_caller=True)
+        entry.define(linker, LEGACY_MODULE, name, arity, function)
 
 
 def choose_profile(module: wasmtime.Module) -> AbiProfile:

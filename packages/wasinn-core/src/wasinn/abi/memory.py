@@ -6,7 +6,7 @@ not outlive the host call: linear memory can move when it grows, and reading a v
 store is closed crashes the process.
 
 The hot path (``set_input``/``get_output`` are called per inference) costs a few microseconds on top of
-wasmtime-py's own trampoline. Two things keep it there: :class:`CachedMemory` reads a memory's base and
+the trampoline (:mod:`wasinn.abi.entry`). Two things keep it there: :class:`CachedMemory` reads a memory's base and
 size with two raw C calls instead of wasmtime-py's wrappers, and it reuses one :class:`GuestMemory`
 (one ctypes view of the whole memory, sliced per access) for as long as the base and size are unchanged.
 Both are checked on every host call, so a grown or moved memory is never read through a stale view.
@@ -21,6 +21,7 @@ from typing import Any
 
 import wasmtime
 
+from wasinn.abi.entry import HostCall
 from wasinn.enums import ErrorCode
 from wasinn.errors import WasiNnError
 
@@ -42,10 +43,11 @@ class GuestMemory:
         self.all = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B") if size and base else _EMPTY
 
     @classmethod
-    def of(cls, caller: wasmtime.Caller, cached: CachedMemory | None = None) -> GuestMemory:
+    def of(cls, call: HostCall, cached: CachedMemory | None = None) -> GuestMemory:
         """The caller's memory; ``cached`` (the store's only instance's memory) skips the export lookup."""
         if cached is not None:
-            return cached.current(caller)
+            return cached.current(call)
+        caller = call.caller()
         memory = caller.get("memory")
         if not isinstance(memory, wasmtime.Memory):
             raise WasiNnError(ErrorCode.MISSING_MEMORY, "the guest exports no linear memory named 'memory'")
@@ -143,12 +145,12 @@ class CachedMemory:
         self._address = ctypes.addressof(raw) if raw is not None and _memory_base and _memory_size else None
         self._view: GuestMemory | None = None
 
-    def current(self, caller: wasmtime.Caller) -> GuestMemory:
+    def current(self, call: HostCall) -> GuestMemory:
         """The memory as it is now: the previous view when base and size are unchanged."""
         if self._address is None:
-            base, size = _base_and_size(self.memory, caller)
+            base, size = _base_and_size(self.memory, call.caller())
         else:
-            context = caller._context()
+            context = call.context
             size = _memory_size(context, self._address)  # type: ignore[misc]
             base = _memory_base(context, self._address) or 0  # type: ignore[misc]
         view = self._view

@@ -14,8 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import wasmtime
-
+from wasinn.abi.entry import HostCall
 from wasinn.abi.ephemeral import BODIES, MAX_RANK, decode_encoding, decode_target, host_function, read_builders
 from wasinn.abi.memory import U32_MASK, GuestMemory
 from wasinn.abi.profiles import PROFILES
@@ -30,7 +29,7 @@ PAIR = struct.Struct("<II")
 
 
 @host_function("wasi_nn.load", PROFILE)
-def load(state: StoreState, caller: wasmtime.Caller, builder_array: int, encoding: int, target: int,
+def load(state: StoreState, caller: HostCall, builder_array: int, encoding: int, target: int,
          out_graph: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_graph, 4, "graph out-pointer")
@@ -41,7 +40,7 @@ def load(state: StoreState, caller: wasmtime.Caller, builder_array: int, encodin
 
 
 @host_function("wasi_nn.set_input", PROFILE)
-def set_input(state: StoreState, caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> None:
+def set_input(state: StoreState, caller: HostCall, context: int, index: int, tensor_ptr: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     entry = state.context(context & U32_MASK)
     index &= U32_MASK
@@ -61,7 +60,7 @@ def set_input(state: StoreState, caller: wasmtime.Caller, context: int, index: i
 
 
 @host_function("wasi_nn.get_output", PROFILE)
-def get_output(state: StoreState, caller: wasmtime.Caller, context: int, index: int, out_ptr: int,
+def get_output(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int,
                size_inout: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     capacity = memory.u32(size_inout, "output size in/out pointer")
