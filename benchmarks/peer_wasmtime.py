@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,6 +182,14 @@ def compiled_properties(model_dir: Path) -> dict[str, dict[str, str]]:
     return found
 
 
+def openvino_default_precision() -> str:
+    """What OpenVINO's CPU plugin computes in when nobody asks (what Wasmtime gets): bf16 on CPUs
+    with AVX-512 BF16 or AMX, f32 elsewhere."""
+    import openvino as ov
+
+    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name())
+
+
 def wall(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -193,7 +202,8 @@ def wall(command: list[str], env: dict[str, str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and inferences (rough numbers)")
-    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per side and N")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="paired rounds per model (each runs every side at N and 0)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "peer_results.json")
     args = parser.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
@@ -206,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                                                   *filter(None, [env.get("LD_LIBRARY_PATH")])])
         version = subprocess.run([str(wasmtime), "--version"], capture_output=True, text=True).stdout.strip()
         wasinn_cli = [str(Path(sys.executable).parent / "wasinn")]
+        bf16_default = openvino_default_precision() == "bf16"
+        if not bf16_default:
+            print("  OpenVINO's CPU default precision here is f32 (no bf16 in this CPU): both hosts compute in f32",
+                  flush=True)
         for model in make_models(work):
             name = model["dir"].name
             n = (200 if model["type"] == 1 else 20) if args.quick else (2000 if model["type"] == 1 else 200)
@@ -221,34 +235,51 @@ def main(argv: list[str] | None = None) -> int:
             sides = {
                 "wasmtime": ([str(wasmtime), "run", "-S", "nn", "-S", f"nn-graph={graph}"], "plain"),
                 "wasinn": (wasinn_run, "plain"),
-                "wasinn_bf16": (wasinn_run, "bf16"),
             }
+            if bf16_default:
+                sides["wasinn_bf16"] = (wasinn_run, "bf16")
+            # Each round times every side's N and 0 back to back (order alternating), so a round's
+            # ratio compares runs made seconds apart: the median of those paired ratios is what a
+            # busy or drifting VM disturbs least; best-of per side is kept beside it.
             best: dict[tuple[str, int], float] = {}
+            per_round: dict[str, list[float]] = {side: [] for side in sides}
             for round_number in range(rounds):
                 order = list(sides.items()) if round_number % 2 == 0 else list(sides.items())[::-1]
                 for side, (command, variant) in order:
+                    walls = {}
                     for count in (n, 0):
-                        elapsed = wall([*command, guests[variant, count]], env)
-                        best[side, count] = min(best.get((side, count), float("inf")), elapsed)
+                        walls[count] = wall([*command, guests[variant, count]], env)
+                        best[side, count] = min(best.get((side, count), float("inf")), walls[count])
+                    per_round[side].append((walls[n] - walls[0]) / n)
             per = {side: (best[side, n] - best[side, 0]) / n for side in sides}
+            paired = {side: statistics.median(a / b for a, b in zip(per_round[side], per_round["wasmtime"],
+                                                                        strict=True))
+                      for side in sides if side != "wasmtime"}
             native = native_us(model["dir"], model["shape"], model["type"], n, rounds)
             row = {"model": model["model"], "n": n, "rounds": rounds, "native_us": native,
                    "wasmtime_us": per["wasmtime"] * 1e6, "wasinn_us": per["wasinn"] * 1e6,
-                   "wasinn_bf16_us": per["wasinn_bf16"] * 1e6, "ratio_bf16": per["wasinn_bf16"] / per["wasmtime"],
-                   "ratio": per["wasinn"] / per["wasmtime"], "wasinn_to_native": per["wasinn"] * 1e6 / native,
+                   "ratio": per["wasinn"] / per["wasmtime"], "ratio_paired_median": paired["wasinn"],
+                   "wasinn_to_native": per["wasinn"] * 1e6 / native,
                    "wasmtime_to_native": per["wasmtime"] * 1e6 / native,
+                   "per_round_us": {side: [v * 1e6 for v in values] for side, values in per_round.items()},
                    "startup_s": {side: best[side, 0] for side in sides}}
+            if bf16_default:
+                row["wasinn_bf16_us"] = per["wasinn_bf16"] * 1e6
+                row["ratio_bf16"] = per["wasinn_bf16"] / per["wasmtime"]
+                row["ratio_bf16_paired_median"] = paired["wasinn_bf16"]
             row["compiled_properties"] = compiled_properties(model["dir"])
             differ = {key: (row["compiled_properties"]["wasmtime"][key], row["compiled_properties"]["wasinn"][key])
                       for key in COMPARED
                       if row["compiled_properties"]["wasmtime"][key] != row["compiled_properties"]["wasinn"][key]}
             row["properties_that_differ"] = differ
             rows.append(row)
+            bf16 = (f" (wasinn in bf16 like Wasmtime: {row['wasinn_bf16_us']:.1f} us, paired "
+                    f"{row['ratio_bf16_paired_median']:.3f})" if bf16_default else "")
             print(f"  {row['model']}: native {native:.1f} us, Wasmtime {row['wasmtime_us']:.1f} us, wasinn "
-                  f"{row['wasinn_us']:.1f} us (bf16 like Wasmtime: {row['wasinn_bf16_us']:.1f} us, "
-                  f"{row['ratio_bf16']:.3f}); wasinn/Wasmtime {row['ratio']:.3f}, wasinn/native "
+                  f"{row['wasinn_us']:.1f} us{bf16}; wasinn/Wasmtime {row['ratio']:.3f} best-of, "
+                  f"{row['ratio_paired_median']:.3f} median of paired rounds; wasinn/native "
                   f"{row['wasinn_to_native']:.3f}, Wasmtime/native {row['wasmtime_to_native']:.3f} "
-                  f"(N={n}, best of {rounds}); compiled properties that differ (Wasmtime, wasinn): "
+                  f"(N={n}, {rounds} rounds); compiled properties that differ (Wasmtime, wasinn): "
                   f"{differ or 'none'}", flush=True)
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "wasmtime": version, "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
