@@ -379,3 +379,38 @@ def test_onnx_external_data_from_a_named_file(tmp_path: Path, caplog: pytest.Log
             np.testing.assert_array_equal(y, x + np.arange(4096, dtype=np.float32))
     # The cache's content-named copy has no data file beside it: compiled again without the cache.
     assert "compiled without it" in caplog.text
+
+
+def test_compute_uses_the_bindings_own_infer_and_sees_each_new_input(tmp_path: Path) -> None:
+    # compute skips openvino's Python wrapper (input dispatch, OVDict): check that it is really the
+    # binding's method that runs, and that every compute infers on the input set just before it.
+    from openvino._pyopenvino import InferRequest as BindingRequest
+
+    from wasinn_backend_openvino import runtime
+
+    with new_host() as host:
+        state = host.new_state()
+        graph = state.load(ir_builders(affine_ir(TensorType.F32, [1, 4]), tmp_path), GraphEncoding.AUTODETECT,
+                           ExecutionTarget.CPU)
+        context = state.init_execution_context(graph)
+        run = state.context(context).context.state
+        calls: list[object] = []
+        real = run.infer
+        run.infer = lambda: calls.append(real()) or calls[-1]
+        assert real.__closure__ is not None and any(
+            cell.cell_contents is BindingRequest.infer for cell in real.__closure__)
+        for step in range(3):
+            x = np.full((1, 4), step, np.float32)
+            state.set_input(context, 0, Tensor.from_numpy(x))
+            state.compute(context)
+            np.testing.assert_array_equal(state.get_output(context, 0), x * 2 + 1)
+        assert len(calls) == 3
+    # Where the binding is laid out otherwise, the public wrapper runs.
+    seen: list[bool] = []
+
+    class Elsewhere:
+        def infer(self, share_outputs: bool) -> None:
+            seen.append(share_outputs)
+
+    runtime.synchronous_infer(Elsewhere())()
+    assert seen == [True]
