@@ -296,6 +296,37 @@ static void scenario(const char *s, size_t s_len, const unsigned char *model, si
         put("ok");
         return;
     }
+    if (s_len > 5 && streq(s, 5, "bulk ")) {
+        /* "bulk N": one inference with a u8[N] tensor made here (the model: identity on u8[N]
+         * input "x"), the output read back; for the transfer benchmark. */
+        uint32_t n = 0;
+        for (size_t i = 5; i < s_len && s[i] >= '0' && s[i] <= '9'; i++)
+            n = n * 10 + (uint32_t)(s[i] - '0');
+        unsigned char *data = cabi_realloc(0, 0, 8, n ? n : 1);
+        for (uint32_t i = 0; i < n; i++)
+            data[i] = (unsigned char)i;
+        uint32_t dims[1] = {n};
+        if (!load(model, model_len, &graph) || !init(graph, &context))
+            return;
+        struct named_tensor input = {P("x"), 1, nn_tensor_new(P(dims), 1, U8, P(data), (int32_t)n)};
+        struct list_result r;
+        nn_compute(context, P(&input), 1, P(&r));
+        if (r.is_err) {
+            put_error(r.ptr_or_error);
+            return;
+        }
+        const struct named_tensor *outs = (const struct named_tensor *)(uintptr_t)r.ptr_or_error;
+        int32_t got[2];
+        nn_tensor_data(outs[0].tensor, P(got));
+        put("ok ");
+        put_u((uint32_t)got[1]);
+        for (int32_t i = 0; i < r.len; i++)
+            nn_tensor_drop(outs[i].tensor);
+        nn_context_drop(context);
+        nn_graph_drop(graph);
+        heap_next = (uintptr_t)data; /* the next call reuses the memory */
+        return;
+    }
     if (!load(model, model_len, &graph))
         return;
     if (IS("load")) {
