@@ -17,7 +17,6 @@ import pytest
 import wasmtime
 from core_paths import REPO
 from wasmtime.component import Component, Linker
-from wasinn_test_backends import affine_model, fake, make_model
 
 import wasinn
 from wasinn.cli.main import main
@@ -26,6 +25,7 @@ from wasinn.component.interface import define_interfaces
 from wasinn.component.state import ComponentState
 from wasinn.errors import ConfigurationError
 from wasinn.host.limits import Limits
+from wasinn_test_backends import affine_model, fake, make_model
 
 PROBE = REPO / "guests" / "component" / "probe" / "probe.wasm"
 DIGITS = REPO / "guests" / "component" / "digits" / "digits.wasm"

@@ -1,4 +1,4 @@
-"""``wasinn run``: a WASI preview1 runner with wasi-nn served by wasinn."""
+"""``wasinn run``: a WASI preview1 runner with wasi-nn served by wasinn (components: :mod:`wasinn.component.runner`)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class _Fast:
         self.types = _types
         self.catch_exceptions = _enter.catch_exceptions
         val = ffi.wasmtime_component_val_t
-        fields = dict(val._fields_)
+        fields = {field[0]: field[1] for field in val._fields_}
         if set(fields) != {"kind", "of"} or fields["kind"] is not ctypes.c_ubyte:
             raise RuntimeError(f"unexpected wasmtime_component_val_t layout {val._fields_}")
         self.val_size = ctypes.sizeof(val)
@@ -55,7 +55,10 @@ class _Fast:
         self.next_id = 1
         self.callback = ffi.wasmtime_component_func_callback_t(self._trampoline)
         self.finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._finalize)
-        self.is_bytes = lambda ty: isinstance(ty, _types.ListType) and isinstance(ty.element, _types.U8)
+
+    def is_bytes(self, ty: Any) -> bool:
+        """Whether a wasmtime-py value type is ``list<u8>``."""
+        return isinstance(ty, self.types.ListType) and isinstance(ty.element, self.types.U8)
 
     # -- the two fast conversions ----------------------------------------------------------------
     def lift_bytes(self, c: Any) -> bytes:
