@@ -272,6 +272,11 @@ def test_cli_refuses_a_component_without_wasi_cli_run(capsys: pytest.CaptureFixt
     assert "does not export wasi:cli/run@0.2.0" in capsys.readouterr().err
 
 
+def test_cli_refuses_abi_for_a_component(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--abi", "wasmedge", str(PROBE)]) == 2
+    assert "numbering profiles are for core modules" in capsys.readouterr().err
+
+
 def test_cli_runs_a_wat_component_and_reports_its_failure(tmp_path: Path) -> None:
     ok = "(component (core module $m (func (export \"run\") (result i32) i32.const {})) " \
          "(core instance $i (instantiate $m)) (type $r (result)) " \
@@ -291,6 +296,16 @@ def test_cli_trap_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (tmp_path / "trap.wat").write_text(wat)
     assert main(["run", str(tmp_path / "trap.wat")]) == 134
     assert "the guest trapped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--timeout", "0.3"], ["--fuel", "100000"]])
+def test_cli_limits_stop_a_spinning_component(tmp_path: Path, flags: list[str]) -> None:
+    wat = ("(component (core module $m (func (export \"run\") (result i32) (loop $l (br $l)) i32.const 0)) "
+           "(core instance $i (instantiate $m)) (type $r (result)) "
+           "(func $run (result $r) (canon lift (core func $i \"run\"))) "
+           "(instance $e (export \"run\" (func $run))) (export \"wasi:cli/run@0.2.0\" (instance $e)))")
+    (tmp_path / "spin.wat").write_text(wat)
+    assert main(["run", *flags, str(tmp_path / "spin.wat")]) == 134
 
 
 def test_array_dtypes_map_to_wit_tensor_types() -> None:

@@ -130,6 +130,10 @@ def run_command(args: argparse.Namespace) -> int:
 def _run_component(host: WasiNnHost, engine: wasmtime.Engine, args: argparse.Namespace) -> int:
     """A component: its ``wasi:cli/run`` export, with WASIp2 from wasmtime-py (see docs/components.md)."""
     from wasinn.component.runner import run_component
+    if args.abi is not None:
+        host.close()
+        raise ConfigurationError(f"--abi {args.abi}: numbering profiles are for core modules; "
+                                 f"{args.module} is a component (wasi:nn WIT has one numbering)")
     timer = None
     if args.timeout is not None:
         timer = threading.Timer(args.timeout, engine.increment_epoch)
