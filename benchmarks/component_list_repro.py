@@ -9,9 +9,10 @@ side is defined three ways:
 * ``raw C, ignore``: a ctypes callback of wasmtime's C API type that does *nothing* with the value
   (frees it; ``give`` returns an uninitialised-then-zeroed list of N u8 values). This is the floor:
   what wasmtime's C API costs for the list, with no Python per element;
-* a size past 2.67 MiB: wasmtime refuses it (``too much data is being copied between the host and
-  the guest``): its per-store *hostcall fuel* (128 MiB by default) is charged per ``Val`` (48 bytes
-  per element of a dynamically typed list), and wasmtime's C API (so wasmtime-py) has no setter for it.
+* a size past about 2.67 MiB guest -> host: wasmtime refuses it (``too much data is being copied
+  between the host and the guest``), its per-store *hostcall fuel* (128 MiB by default); the
+  cut-off, between 2.6 and 2.7 MiB, is 128 MiB / 48 bytes, fuel spent per dynamically typed ``Val``
+  (one per byte). wasmtime's C API (so wasmtime-py) has no setter for it.
 
 Run: ``python benchmarks/component_list_repro.py [--max-mib 4]`` (any env with wasmtime>=51).
 """

@@ -4,11 +4,12 @@
 One inference per measurement on the test backend ``fake`` (an identity model on u8[N], so the
 backend's own work is a numpy copy): the guest sends N bytes and reads N bytes back.
 
-* component, fast:     guests/component/probe ``bulk N`` with wasinn's list<u8> trampoline
+* component, fast:     guests/component/probe ``bulk N R`` with wasinn's list<u8> trampoline
 * component, portable: the same with WASINN_COMPONENT_LISTS=portable semantics (wasmtime-py's add_func)
 * witx:                wasinn's trampoline guest: set_input + compute + get_output on the same model
 
-MB/s counts both directions (2N bytes per inference), best of ``--repeat``, after one warm-up.
+MB/s counts both directions (2N bytes per inference), best of ``--repeat``, after one warm-up; the
+component's per-inference time excludes its load (see component_seconds), as the witx one does.
 A size the runtime refuses is reported as such (wasmtime's hostcall fuel, see
 component_list_repro.py). Run by hand, from the repository root, in an env with wasinn-core and
 wasinn-test-backends (``tox -e core`` has both)::
@@ -45,31 +46,38 @@ def identity(n: int) -> bytes:
 
 
 def component_seconds(host: wasinn.WasiNnHost, engine: wasmtime.Engine, component: Component, mode: str,
-                      n: int, repeat: int) -> float | str:
+                      n: int, repeat: int, rounds: int) -> float | str:
+    """Seconds per inference: the probe's ``bulk N R`` loads once and runs R inferences; the time of
+    R = 1 + rounds minus that of R = 1 (best of ``repeat`` each), over ``rounds``."""
     linker = Linker(engine)
     define_interfaces(linker, mode=mode)
-    best = float("inf")
     model = identity(n)
-    for attempt in range(repeat + 1):
-        store = host.new_component_store(engine)  # a trap poisons an instance: a fresh store each time
-        try:
-            instance = linker.instantiate(store, component)
-            probe = instance.get_func(store, "probe")
-            assert probe is not None
+    store = host.new_component_store(engine)  # a trap poisons the instance: a store per measurement
+    try:
+        instance = linker.instantiate(store, component)
+        probe = instance.get_func(store, "probe")
+        assert probe is not None
+
+        def timed(count: int) -> float:
             started = time.perf_counter()
-            answer = probe(store, f"bulk {n}", model)
+            answer = probe(store, f"bulk {n} {count}", model)
             elapsed = time.perf_counter() - started
             probe.post_return(store)
-        except wasmtime.WasmtimeError as exc:
-            text = str(exc)
-            return "refused: hostcall fuel" if "too much data" in text else f"failed: {text.splitlines()[-1]}"
-        finally:
-            store.close()
-        if answer != f"ok {n}":
-            return f"failed: {answer}"
-        if attempt:
-            best = min(best, elapsed)
-    return best
+            if answer != f"ok {n}":
+                raise RuntimeError(answer)
+            return elapsed
+
+        timed(1)  # warm-up
+        one = min(timed(1) for _ in range(repeat))
+        many = min(timed(1 + rounds) for _ in range(repeat))
+        return max(many - one, 1e-9) / rounds
+    except wasmtime.WasmtimeError as exc:
+        text = str(exc)
+        return "refused: hostcall fuel" if "too much data" in text else f"failed: {text.splitlines()[-1]}"
+    except RuntimeError as exc:
+        return f"failed: {exc}"
+    finally:
+        store.close()
 
 
 def witx_seconds(host: wasinn.WasiNnHost, n: int, repeat: int) -> float | str:
@@ -100,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-mib", type=float, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="inferences per timed component call, beyond one")
     parser.add_argument("--portable-max-mib", type=float, default=1,
                         help="largest size for the slow portable path (about 1 MB/s)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -115,10 +124,10 @@ def main() -> None:
     print(f"{'size':>10} | {'component fast':>18} | {'component portable':>18} | {'witx':>12} | fast/witx")
     with wasinn.WasiNnHost() as host:
         for n in sizes:
-            fast = component_seconds(host, engine, component, "fast", n, args.repeat)
+            fast = component_seconds(host, engine, component, "fast", n, args.repeat, args.rounds)
             portable: float | str = "skipped"
             if n <= args.portable_max_mib * (1 << 20):
-                portable = component_seconds(host, engine, component, "portable", n, 1)
+                portable = component_seconds(host, engine, component, "portable", n, 1, 1)
             witx = witx_seconds(host, n, args.repeat)
 
             def rate(value: float | str, n: int = n) -> str:

@@ -297,34 +297,44 @@ static void scenario(const char *s, size_t s_len, const unsigned char *model, si
         return;
     }
     if (s_len > 5 && streq(s, 5, "bulk ")) {
-        /* "bulk N": one inference with a u8[N] tensor made here (the model: identity on u8[N]
-         * input "x"), the output read back; for the transfer benchmark. */
-        uint32_t n = 0;
-        for (size_t i = 5; i < s_len && s[i] >= '0' && s[i] <= '9'; i++)
+        /* "bulk N [R]": R inferences (default 1) on one context with a u8[N] tensor made here (the
+         * model: identity on u8[N] input "x"), each output read back; for the transfer benchmark,
+         * which times R = 1 and R > 1 to take the load out. */
+        uint32_t n = 0, rounds = 0;
+        size_t i = 5;
+        for (; i < s_len && s[i] >= '0' && s[i] <= '9'; i++)
             n = n * 10 + (uint32_t)(s[i] - '0');
+        for (i++; i < s_len && s[i] >= '0' && s[i] <= '9'; i++)
+            rounds = rounds * 10 + (uint32_t)(s[i] - '0');
+        if (!rounds)
+            rounds = 1;
         unsigned char *data = cabi_realloc(0, 0, 8, n ? n : 1);
-        for (uint32_t i = 0; i < n; i++)
-            data[i] = (unsigned char)i;
+        for (uint32_t k = 0; k < n; k++)
+            data[k] = (unsigned char)k;
         uint32_t dims[1] = {n};
         if (!load(model, model_len, &graph) || !init(graph, &context))
             return;
-        struct named_tensor input = {P("x"), 1, nn_tensor_new(P(dims), 1, U8, P(data), (int32_t)n)};
-        struct list_result r;
-        nn_compute(context, P(&input), 1, P(&r));
-        if (r.is_err) {
-            put_error(r.ptr_or_error);
-            return;
+        uintptr_t mark = heap_next;
+        int32_t got[2] = {0, 0};
+        for (uint32_t round = 0; round < rounds; round++) {
+            struct named_tensor input = {P("x"), 1, nn_tensor_new(P(dims), 1, U8, P(data), (int32_t)n)};
+            struct list_result r;
+            nn_compute(context, P(&input), 1, P(&r));
+            if (r.is_err) {
+                put_error(r.ptr_or_error);
+                return;
+            }
+            const struct named_tensor *outs = (const struct named_tensor *)(uintptr_t)r.ptr_or_error;
+            nn_tensor_data(outs[0].tensor, P(got));
+            for (int32_t k = 0; k < r.len; k++)
+                nn_tensor_drop(outs[k].tensor);
+            heap_next = mark; /* the next round reuses the memory */
         }
-        const struct named_tensor *outs = (const struct named_tensor *)(uintptr_t)r.ptr_or_error;
-        int32_t got[2];
-        nn_tensor_data(outs[0].tensor, P(got));
         put("ok ");
         put_u((uint32_t)got[1]);
-        for (int32_t i = 0; i < r.len; i++)
-            nn_tensor_drop(outs[i].tensor);
         nn_context_drop(context);
         nn_graph_drop(graph);
-        heap_next = (uintptr_t)data; /* the next call reuses the memory */
+        heap_next = (uintptr_t)data;
         return;
     }
     if (!load(model, model_len, &graph))

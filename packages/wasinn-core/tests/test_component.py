@@ -136,6 +136,8 @@ def test_bulk_u8_lists_cross_intact(probe: Probe) -> None:
     spec = {"name": "x", "dtype": "u8", "shape": [n]}
     model = make_model({"inputs": [spec], "outputs": [{**spec, "name": "y"}], "scale": 1, "bias": 0})
     assert probe(f"bulk {n}", model) == f"ok {n}"
+    assert probe(f"bulk {n} 3", model) == f"ok {n}"  # three inferences on one context
+    assert not probe.state.tensors and probe.state.context_count == 0
 
 
 def test_fast_and_portable_give_the_same_bytes(host: wasinn.WasiNnHost, engine: wasmtime.Engine,
