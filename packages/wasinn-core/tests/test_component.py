@@ -314,3 +314,10 @@ def test_array_dtypes_map_to_wit_tensor_types() -> None:
     from wasinn.component.interface import _NUMPY_TYPES, WIT_TENSOR_TYPES
     assert set(_NUMPY_TYPES.values()) | {wasinn.TensorType.BF16} == set(WIT_TENSOR_TYPES.values())
     assert np.dtype("<f4") in _NUMPY_TYPES
+
+
+def test_tensor_size_check_does_not_wrap_around() -> None:
+    from wasinn.component.interface import new_tensor_entry
+    with pytest.raises(wasinn.WasiNnError, match="needs 18446744073709551616"):
+        new_tensor_entry([65536] * 4, wasinn.TensorType.U8, b"")  # 2**64 elements: 0 in uint64
+    assert new_tensor_entry([], wasinn.TensorType.F32, bytes(4)).dims == ()

@@ -28,6 +28,7 @@ from wasinn.component.transfer import add_func, bytes_result
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.host.state import ContextEntry
+from wasinn.tensor import element_count
 
 log = logging.getLogger("wasinn.component")
 
@@ -168,7 +169,7 @@ def new_tensor_entry(dims: Sequence[int], dtype: TensorType, data: bytes) -> Ten
     if len(dims) > MAX_RANK:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {len(dims)} exceeds {MAX_RANK}")
     shape = tuple(int(d) for d in dims)
-    expected = int(np.prod(shape, dtype=np.uint64)) * dtype.itemsize if shape else dtype.itemsize
+    expected = element_count(shape) * dtype.itemsize  # exact integers: no wrap-around to fake a fit
     if any(d > 0xFFFFFFFF for d in shape) or expected != len(data):
         text = "x".join(str(d) for d in shape) or "scalar"
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor of {len(data)} bytes of data but "
