@@ -98,3 +98,14 @@ def test_digits_rebuilds_with_the_same_interface() -> None:
     res = subprocess.run([sys.executable, str(BUILD), "--check", "digits"], capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_docs_embedding_snippet_runs() -> None:
+    """docs/components.md's embedder example, exactly as written (its second python block)."""
+    text = (REPO / "docs" / "components.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    snippet = next(b for b in blocks if "add_to_component_linker" in b)
+    res = subprocess.run([sys.executable, "-c", snippet], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert SUMMARY.match(res.stdout.splitlines()[0]), res.stdout
+    assert res.stdout.splitlines()[-1] == "Variant(tag='ok', payload=None)"
