@@ -50,7 +50,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     if command in (None, "run"):
         run = sub.add_parser("run", help="run a WASI module with wasi-nn served by wasinn",
-                             description="Run a WASI preview1 module (.wasm or .wat); exit status = the guest's.",
+                             description="Run a WASI preview1 module, or a component (wasi:cli/run, wasi:nn WIT), "
+                                         "from .wasm or .wat; exit status = the guest's.",
                              epilog=EPILOG)
         _add_run_arguments(run)
 

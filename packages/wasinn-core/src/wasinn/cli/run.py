@@ -1,4 +1,4 @@
-"""``wasinn run``: a WASI preview1 runner with wasi-nn served by wasinn."""
+"""``wasinn run``: a WASI preview1 runner with wasi-nn served by wasinn (components: :mod:`wasinn.component.runner`)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         config.epoch_interruption = True
     engine = wasmtime.Engine(config)
+    from wasinn.component.detect import is_component
+    if Path(args.module).is_file() and is_component(args.module):
+        return _run_component(host, engine, args)
     module = load_module(engine, Path(args.module))
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
@@ -121,4 +124,26 @@ def run_command(args: argparse.Namespace) -> int:
             timer.cancel()
         sys.stdout.flush()
         store.close()
+        host.close()
+
+
+def _run_component(host: WasiNnHost, engine: wasmtime.Engine, args: argparse.Namespace) -> int:
+    """A component: its ``wasi:cli/run`` export, with WASIp2 from wasmtime-py (see docs/components.md)."""
+    from wasinn.component.runner import run_component
+    if args.abi is not None:
+        host.close()
+        raise ConfigurationError(f"--abi {args.abi}: numbering profiles are for core modules; "
+                                 f"{args.module} is a component (wasi:nn WIT has one numbering)")
+    timer = None
+    if args.timeout is not None:
+        timer = threading.Timer(args.timeout, engine.increment_epoch)
+        timer.daemon = True
+    try:
+        return run_component(host, engine, Path(args.module), args.args,
+                             env=[parse_env(item) for item in args.env],
+                             dirs=[parse_dir(item) for item in args.dir],
+                             fuel=args.fuel, max_memory=args.max_memory, timer=timer)
+    finally:
+        if timer is not None:
+            timer.cancel()
         host.close()

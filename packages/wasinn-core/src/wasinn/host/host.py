@@ -314,6 +314,30 @@ class WasiNnHost:
         state.memory = CachedMemory(memory) if isinstance(memory, wasmtime.Memory) else None
         return instance
 
+    # -- components (wasi:nn WIT) -----------------------------------------------------------------
+    def new_component_store(self, engine: wasmtime.Engine | None = None, *, data: Any = None) -> wasmtime.Store:
+        """A store for a component guest: its data is a :class:`~wasinn.component.state.ComponentState`
+        (your own ``data`` is kept as ``store.data().user_data``)."""
+        from wasinn.component.state import ComponentState
+        return wasmtime.Store(engine, data=ComponentState(self, user_data=data))
+
+    def add_to_component_linker(self, linker: Any, versions: Sequence[str] | None = None) -> None:
+        """Define ``wasi:nn/{tensor,graph,inference,errors}`` in a ``wasmtime.component.Linker``
+        (every version in :data:`wasinn.component.VERSIONS` unless ``versions`` says otherwise)."""
+        from wasinn.component.interface import VERSIONS, define_interfaces
+        unknown = [v for v in versions or () if v not in VERSIONS]
+        if unknown:
+            raise ConfigurationError(f"wasi:nn version(s) {', '.join(unknown)} are not served "
+                                     f"(served: {', '.join(VERSIONS)})")
+        define_interfaces(linker, tuple(versions) if versions else VERSIONS)
+
+    def instantiate_component(self, store: wasmtime.Store, linker: Any, component: Any) -> Any:
+        """Instantiate a component in a store made by :meth:`new_component_store`."""
+        from wasinn.component.state import ComponentState
+        if not isinstance(store.data(), ComponentState):
+            raise ConfigurationError("this store was not created by WasiNnHost.new_component_store()")
+        return linker.instantiate(store, component)
+
     @staticmethod
     def state(store: wasmtime.Store) -> StoreState:
         """The wasi-nn state of a store made by :meth:`new_store`."""
