@@ -66,6 +66,9 @@ WIT_ERROR_CODES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_OPERATION: "unsupported-operation",
     ErrorCode.TOO_LARGE: "too-large",
     ErrorCode.NOT_FOUND: "not-found",
+    ErrorCode.END_OF_SEQUENCE: "runtime-error",
+    ErrorCode.CONTEXT_FULL: "too-large",
+    ErrorCode.PROMPT_TOO_LONG: "too-large",
 }
 
 Body = Callable[..., Any]
