@@ -49,7 +49,9 @@ def profile_of(state: StoreState) -> AbiProfile:
 def errno_for(state: StoreState, operation: str, error: WasiNnError, profile: AbiProfile | None = None) -> int:
     profile = profile or profile_of(state)
     errno = profile.errno(error.code)
-    log.warning("%s -> %s (errno %d): %s", operation, error.code.value, errno, error.message)
+    # The end of a token stream is how every stream ends, not a failure: no warning for it.
+    level = logging.DEBUG if error.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
+    log.log(level, "%s -> %s (errno %d): %s", operation, error.code.value, errno, error.message)
     return errno
 
 
