@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wasinn_test_backends import affine_model
-from wasinn_test_backends.stream import make_model
 
 import wasinn
 from wasinn.abi.ephemeral import FUNCTIONS
 from wasinn.abi.profiles import PROFILES
 from wasinn.enums import ErrorCode
 from wasinn.testing.guest import TrampolineGuest
+from wasinn_test_backends import affine_model
+from wasinn_test_backends.stream import make_model
 
 ALL = {name: arity for name, (arity, _) in FUNCTIONS.items()}  # streaming imports: the wasmedge profile
 WASMEDGE = PROFILES["wasmedge"]

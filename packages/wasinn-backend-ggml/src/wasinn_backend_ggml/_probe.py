@@ -31,7 +31,8 @@ _SCRIPT = r"""
 import sys
 import llama_cpp
 from llama_cpp import _internals
-llama_cpp.llama_log_set(llama_cpp.llama_log_callback(lambda level, text, data: None), None)
+quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)  # kept alive: llama.cpp calls it
+llama_cpp.llama_log_set(quiet, None)
 path = sys.argv[1]
 try:
     params = llama_cpp.llama_model_default_params()
