@@ -182,8 +182,8 @@ def _walk(reader: _Reader) -> GgufInfo:
     info = GgufInfo(version=version, file_size=reader.size)
     for i in range(n_kv):
         key = _text(reader.string(f"metadata key {i}", MAX_KEY), f"metadata key {i}")
-        if not key:
-            raise GgufError(f"metadata key {i} is empty")
+        if not key or "\0" in key:
+            raise GgufError(f"metadata key {i} ({key!r}) is empty or contains a NUL character")
         if key in info.metadata:
             raise GgufError(f"metadata key {key!r} appears twice")
         kind = reader.u32(f"value type of {key}")
@@ -240,6 +240,9 @@ def _check_tokenizer(info: GgufInfo) -> None:
     n = len(tokens)
     seen: dict[str, int] = {}
     for i, token in enumerate(tokens):
+        if "\0" in token:
+            # llama.cpp reads token texts as C strings: "ab\0c" would become "ab", maybe a repeat.
+            raise GgufError(f"token {i} ({token!r}) contains a NUL character")
         if token in seen:
             raise GgufError(f"token {token!r} appears twice in the vocabulary (ids {seen[token]} and {i})")
         seen[token] = i
