@@ -13,11 +13,11 @@ import struct
 import sys
 
 import numpy as np
+from wasinn_backend_ggml import validate
 
 import wasinn
 from wasinn.abi.ephemeral import FUNCTIONS
 from wasinn.testing.guest import TrampolineGuest
-from wasinn_backend_ggml import validate
 
 U32_VALUES = (0, 1, 3, 64, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 U64_VALUES = (0, 1, 7, 2**32, 2**63, 2**64 - 1)

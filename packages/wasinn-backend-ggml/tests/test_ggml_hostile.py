@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import WASMEDGE_FUNCTIONS
+from wasinn_backend_ggml import validate
+from wasinn_backend_ggml.testing import vocabulary, write_tiny_llama
 
 import wasinn
 from wasinn.testing.guest import TrampolineGuest
-from wasinn_backend_ggml import validate
-from wasinn_backend_ggml.testing import vocabulary, write_tiny_llama
 
 HERE = Path(__file__).parent
 _NATIVE_LOAD = """
