@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import wasmtime
+from wasinn_backend_ggml.testing import TinyLlama, write_tiny_llama
 
 import wasinn
 from wasinn import Context, Graph, ModelFormat, Score, Tensor, TensorSpec, TensorType, hookimpl
 from wasinn.abi import entry
-from wasinn_backend_ggml.testing import TinyLlama, write_tiny_llama
 
 PROMPT = b"hello world, the llama said to the cat and the dog: " * 4
 WAT = """(module
