@@ -3,6 +3,7 @@ codes of each numbering, and WasmEdge's ``preload:<path>`` builder, against test
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,31 @@ def test_preload_of_an_unregistered_path_is_refused(host: wasinn.WasiNnHost, tmp
     assert g.load([raw], encoding=6).errno in (1, 103)
     assert "preload:" in caplog.text
     g.close()
+
+
+def test_kit_streaming_check_passes_a_streaming_backend(host: wasinn.WasiNnHost) -> None:
+    from wasinn.testing import check_streaming_hooks
+
+    state = host.new_state()
+    ctx = state.init_execution_context(state.load([make_model(3)], wasinn.GraphEncoding.AUTODETECT,
+                                                  wasinn.ExecutionTarget.CPU))
+    state.set_input(ctx, 0, wasinn.Tensor.from_numpy(np.frombuffer(b"abcdefgh", np.uint8)))
+    check_streaming_hooks(state, ctx)
+
+
+def test_kit_streaming_check_catches_a_partial_set(host: wasinn.WasiNnHost) -> None:
+    from wasinn.testing import check_streaming_hooks
+    from wasinn_test_backends import stream as module
+
+    hooks = {name: getattr(module, name) for name in ("backend_info", "detect_format", "can_handle", "load",
+                                                      "init_execution_context", "set_input", "compute",
+                                                      "get_output", "compute_single")}
+    only_compute = types.SimpleNamespace(**hooks)  # compute_single without get_output_single / fini_single
+
+    with wasinn.WasiNnHost(backends={"partial": only_compute}, entry_points=False, allow=["partial"]) as partial:
+        state = partial.new_state()
+        ctx = state.init_execution_context(state.load([make_model(3)], wasinn.GraphEncoding.AUTODETECT,
+                                                      wasinn.ExecutionTarget.CPU))
+        state.set_input(ctx, 0, wasinn.Tensor.from_numpy(np.frombuffer(b"abc", np.uint8)))
+        with pytest.raises(AssertionError, match="implement all three streaming hooks or none"):
+            check_streaming_hooks(state, ctx)
