@@ -275,3 +275,13 @@ def test_explain_picks_ggml(tiny: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["explain", str(tiny)]) == 0
     out = capsys.readouterr().out
     assert "ggml" in out and "GGUF" in out
+
+
+def test_the_conformance_kits_streaming_contract(guest: TrampolineGuest) -> None:
+    # The kit's add-one models are no language model: its streaming check runs on our own context.
+    from wasinn.testing import check_streaming_hooks
+
+    for options in (GREEDY, {"temp": 0.0, "ctx-size": 40}):  # ends by n-predict, then by a full context
+        ctx = open_context(guest, options)
+        set_bytes(guest, ctx, 0, PROMPT)
+        check_streaming_hooks(guest.state, ctx)
