@@ -285,3 +285,14 @@ def test_the_conformance_kits_streaming_contract(guest: TrampolineGuest) -> None
         ctx = open_context(guest, options)
         set_bytes(guest, ctx, 0, PROMPT)
         check_streaming_hooks(guest.state, ctx)
+
+
+def test_guest_chosen_sizes_are_bounded(guest: TrampolineGuest, caplog: pytest.LogCaptureFixture) -> None:
+    # A guest cannot make the host allocate a million-token KV cache or start a thousand threads.
+    ctx = open_context(guest, {**GREEDY, "ctx-size": 1 << 20, "threads": 1000, "batch-size": 60000})
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute(ctx).ok
+    state = guest.state.context(ctx).context.state
+    assert state.llama_ctx.n_ctx() == 4096  # the tiny model trained on 256: the floor of the cap
+    assert state.n_batch == 4096
+    assert "ctx-size 1048576 is more than" in caplog.text and "threads 1000 is more than" in caplog.text

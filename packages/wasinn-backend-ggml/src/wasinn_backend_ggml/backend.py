@@ -53,6 +53,8 @@ OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", Te
 PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 TOP_K, MIN_P, TYPICAL_P = 40, 0.05, 1.0  # llama-cpp-python's defaults (WasmEdge sends no keys for them)
 EMPTY = np.zeros(0, np.uint8)
+#: ctx-size is capped at the model's training context, or this where that is smaller.
+MIN_CTX_LIMIT = 4096
 
 
 def _error(code: ErrorCode, message: str) -> WasiNnError:
@@ -97,6 +99,7 @@ class ContextState:
     llama_ctx: Any = None
     ctx_key: tuple[Any, ...] | None = None
     batch: Any = None
+    n_batch: int = 1
     prompt: bytes = b""
     stream: Generation | None = None
     last_piece: bytes = b""
@@ -229,11 +232,23 @@ class GgmlBackend:
         self._drop_llama_context(cstate)
         llama = self.llama
         params = llama.llama_context_default_params()
-        n_ctx = options.ctx_size or cstate.graph.n_ctx_train
+        # Guest-chosen sizes are bounded: the KV cache and the compute buffers grow with them.
+        limit = max(cstate.graph.n_ctx_train, MIN_CTX_LIMIT)
+        n_ctx = options.ctx_size or cstate.graph.n_ctx_train or MIN_CTX_LIMIT
+        if n_ctx > limit:
+            log.warning("ggml: ctx-size %d is more than the model's training context allows here; using %d",
+                        n_ctx, limit)
+            n_ctx = limit
+        n_batch = min(options.batch_size, n_ctx)
+        cores = os.cpu_count() or 1
+        threads, threads_batch = options.n_threads()
+        if max(threads, threads_batch) > cores:
+            log.warning("ggml: threads %d is more than the %d cores here; using %d", options.threads, cores, cores)
+            threads, threads_batch = min(threads, cores), min(threads_batch, cores)
         params.n_ctx = n_ctx
-        params.n_batch = options.batch_size
-        params.n_ubatch = min(options.batch_size, options.ubatch_size)
-        params.n_threads, params.n_threads_batch = options.n_threads()
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, options.ubatch_size)
+        params.n_threads, params.n_threads_batch = threads, threads_batch
         params.embeddings = options.embedding
         if options.embedding and not cstate.graph.pooling_declared:
             params.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN  # one vector per prompt, as WasmEdge returns
@@ -244,8 +259,8 @@ class GgmlBackend:
         except (ValueError, RuntimeError) as exc:
             raise _error(ErrorCode.RUNTIME_ERROR, f"llama.cpp cannot create a context (ctx-size {n_ctx}): "
                                                   f"{exc}") from None
-        cstate.batch = self.internals.LlamaBatch(n_tokens=max(options.batch_size, 1), embd=0, n_seq_max=1,
-                                                 verbose=False)
+        cstate.n_batch = max(n_batch, 1)
+        cstate.batch = self.internals.LlamaBatch(n_tokens=cstate.n_batch, embd=0, n_seq_max=1, verbose=False)
         cstate.ctx_key = key
         return cstate.llama_ctx
 
@@ -303,7 +318,7 @@ class GgmlBackend:
         return tokens
 
     def _decode(self, cstate: ContextState, tokens: list[int], n_past: int) -> None:
-        batch_size = max(cstate.options.batch_size, 1)
+        batch_size = cstate.n_batch
         for start in range(0, len(tokens), batch_size):
             chunk = tokens[start:start + batch_size]
             cstate.batch.set_batch(chunk, n_past=n_past + start, logits_all=False)
@@ -394,9 +409,9 @@ class GgmlBackend:
     def _embed(self, cstate: ContextState) -> bytes:
         ctx = self._llama_context(cstate)
         tokens = self._tokenize(cstate)
-        if len(tokens) > cstate.options.batch_size or len(tokens) >= ctx.n_ctx():
+        if len(tokens) > cstate.n_batch or len(tokens) >= ctx.n_ctx():
             raise _error(ErrorCode.PROMPT_TOO_LONG, f"the text is {len(tokens)} tokens; an embedding takes at most "
-                                                    f"batch-size ({cstate.options.batch_size}) and fewer than "
+                                                    f"batch-size ({cstate.n_batch}) and fewer than "
                                                     f"ctx-size ({ctx.n_ctx()})")
         llama = self.llama
         ctx.kv_cache_clear()
