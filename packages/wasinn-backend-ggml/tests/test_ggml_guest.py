@@ -39,8 +39,9 @@ def test_chat_two_turns_on_one_context(tiny: Path, native: Native) -> None:
     assert b"target auto: llama.cpp on the CPU" in run.stderr  # says plainly where AUTO runs
 
 
-def test_stream(tiny: Path, native: Native) -> None:
-    run = wasinn_run(tiny, "--mode", "stream", "--config", json.dumps(GREEDY), "--prompt", PROMPT)
+@pytest.mark.parametrize("flag", ["--nn-preload", "--nn-graph"])
+def test_stream(tiny: Path, native: Native, flag: str) -> None:
+    run = wasinn_run(tiny, "--mode", "stream", "--config", json.dumps(GREEDY), "--prompt", PROMPT, flag=flag)
     assert run.returncode == 0, run.stderr.decode(errors="replace")
     assert run.stdout == native.generate(PROMPT.encode(), 16).text
 
