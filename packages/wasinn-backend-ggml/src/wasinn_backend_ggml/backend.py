@@ -15,6 +15,7 @@ the tokens ``Llama.generate`` gives natively with the same options.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -163,8 +164,13 @@ class GgmlBackend:
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = options.main_gpu
         params.use_mmap = options.use_mmap
+        # llama-cpp-python's LlamaModel.__del__ reads `sampler`, which its __init__ sets only on
+        # success: preset it, so that a refused file does not print "Exception ignored" on stderr.
+        llama_model = self.internals.LlamaModel.__new__(self.internals.LlamaModel)
+        llama_model.sampler = None
+        llama_model._exit_stack = contextlib.ExitStack()
         try:
-            llama_model = self.internals.LlamaModel(path_model=path, params=params, verbose=False)
+            llama_model.__init__(path_model=path, params=params, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise _error(ErrorCode.INVALID_ARGUMENT, f"llama.cpp cannot load the GGUF model: {exc}") from None
         arch = info.architecture or "?"
