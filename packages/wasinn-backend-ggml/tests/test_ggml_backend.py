@@ -295,3 +295,30 @@ def test_guest_chosen_sizes_are_bounded(guest: TrampolineGuest, caplog: pytest.L
     assert state.llama_ctx.n_ctx() == 4096  # the tiny model trained on 256: the floor of the cap
     assert state.n_batch == 4096
     assert "ctx-size 1048576 is more than" in caplog.text and "threads 1000 is more than" in caplog.text
+
+
+def test_reverse_prompt_ends_the_answer_after_it(guest: TrampolineGuest, native: Native) -> None:
+    expected = native.generate(PROMPT, 16)
+    # a word piece the model generates (the random model's other pieces are mostly raw bytes)
+    stop = next(p for p in expected.pieces[1:] if p.strip() and p.isascii() and p.decode().isprintable())
+    text, n = b"", 0
+    for piece in expected.pieces:  # where the answer must end: the first time it ends with `stop`
+        text, n = text + piece, n + 1
+        if text.endswith(stop):
+            break
+    assert n < len(expected.pieces)
+    ctx = open_context(guest, {**GREEDY, "reverse-prompt": stop.decode()})
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute(ctx).ok
+    assert guest.get_output_bytes(ctx, 0)[1] == text
+    assert stream(guest, ctx) == (expected.pieces[:n], 100)  # streaming ends there too: EndOfSequence
+
+
+def test_stream_stdout_and_enable_log(guest: TrampolineGuest, native: Native, capfdbinary: pytest.CaptureFixture[bytes],
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    ctx = open_context(guest, {**GREEDY, "stream-stdout": True, "enable-log": True})
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute(ctx).ok
+    assert capfdbinary.readouterr().out == native.generate(PROMPT, 16).text
+    assert "16 tokens generated in" in caplog.text and "prompt of" in caplog.text
