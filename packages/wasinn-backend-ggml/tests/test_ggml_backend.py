@@ -322,3 +322,19 @@ def test_stream_stdout_and_enable_log(guest: TrampolineGuest, native: Native, ca
     assert guest.compute(ctx).ok
     assert capfdbinary.readouterr().out == native.generate(PROMPT, 16).text
     assert "16 tokens generated in" in caplog.text and "prompt of" in caplog.text
+
+
+@pytest.mark.parametrize(("abi", "encoding", "eos"), [("wasmedge", 6, 100), ("wamr", 5, 100), ("witx", 5, 5)])
+def test_ggml_encoding_and_codes_in_each_numbering(tiny: Path, native: Native, abi: str, encoding: int,
+                                                   eos: int) -> None:
+    # GGML is 6 for WasmEdge, 5 for WAMR (WIT order); witx has no ggml: 5 is autodetect, which finds GGUF.
+    with wasinn.WasiNnHost() as host:
+        g = TrampolineGuest(host, abi=abi, functions=WASMEDGE_FUNCTIONS)
+        graph = g.load([tiny.read_bytes()], encoding=encoding)
+        assert graph.ok, graph.errno
+        ctx = g.init_execution_context(graph.value).value  # type: ignore[arg-type]
+        assert ctx is not None
+        set_bytes(g, ctx, 1, json.dumps({**GREEDY, "n-predict": 4}).encode())
+        set_bytes(g, ctx, 0, PROMPT)
+        assert stream(g, ctx) == (native.generate(PROMPT, 4).pieces, eos)
+        g.close()
