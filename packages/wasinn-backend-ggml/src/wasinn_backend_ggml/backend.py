@@ -103,6 +103,7 @@ class ContextState:
     batch: Any = None
     n_batch: int = 1
     prompt: bytes = b""
+    prompt_tokens: list[int] = field(default_factory=list)
     stream: Generation | None = None
     last_piece: bytes = b""
     output: bytes = b""
@@ -279,6 +280,9 @@ class GgmlBackend:
             cstate.prompt = data
             cstate.stream = None  # a new prompt ends any stream
             cstate.last_piece = b""
+            # Tokenized now, as WasmEdge does: guests read input_tokens (output 1) before compute.
+            cstate.prompt_tokens = self._tokenize(cstate) if data else []
+            cstate.input_tokens, cstate.output_tokens = len(cstate.prompt_tokens), 0
             return
         text = data.rstrip(b"\0")
         if not text.strip():
@@ -324,6 +328,12 @@ class GgmlBackend:
         tokens: list[int] = model.tokenize(cstate.prompt, model.add_bos_token(), True)
         return tokens
 
+    @staticmethod
+    def _prompt_tokens(cstate: ContextState) -> list[int]:
+        if not cstate.prompt:
+            raise _error(ErrorCode.INVALID_ARGUMENT, "no prompt: set input 0 first")
+        return cstate.prompt_tokens
+
     def _decode(self, cstate: ContextState, tokens: list[int], n_past: int) -> None:
         batch_size = cstate.n_batch
         for start in range(0, len(tokens), batch_size):
@@ -337,7 +347,7 @@ class GgmlBackend:
     def _start(self, cstate: ContextState) -> Generation:
         ctx = self._llama_context(cstate)
         options = cstate.options
-        tokens = self._tokenize(cstate)
+        tokens = self._prompt_tokens(cstate)
         n_ctx = ctx.n_ctx()
         if len(tokens) >= n_ctx:
             raise _error(ErrorCode.PROMPT_TOO_LONG, f"the prompt is {len(tokens)} tokens; the context holds {n_ctx} "
@@ -422,7 +432,7 @@ class GgmlBackend:
 
     def _embed(self, cstate: ContextState) -> bytes:
         ctx = self._llama_context(cstate)
-        tokens = self._tokenize(cstate)
+        tokens = self._prompt_tokens(cstate)
         if len(tokens) > cstate.n_batch or len(tokens) >= ctx.n_ctx():
             raise _error(ErrorCode.PROMPT_TOO_LONG, f"the text is {len(tokens)} tokens; an embedding takes at most "
                                                     f"batch-size ({cstate.n_batch}) and fewer than "
@@ -449,7 +459,9 @@ class GgmlBackend:
 
     # -- outputs -----------------------------------------------------------------------------------
     def _metadata(self, cstate: ContextState) -> np.ndarray:
+        # WasmEdge's keys; llama-cpp-python does not expose llama.cpp's build number or commit.
         data = {"input_tokens": cstate.input_tokens, "output_tokens": cstate.output_tokens,
+                "llama_build_number": 0, "llama_commit": f"llama-cpp-python {self.version}",
                 "llama_cpp_python": self.version}
         return np.frombuffer(json.dumps(data).encode(), np.uint8)
 
