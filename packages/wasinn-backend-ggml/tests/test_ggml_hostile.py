@@ -84,10 +84,19 @@ def test_validation_names_the_problem(hostile: dict[str, Path]) -> None:
         validate.read_file(str(hostile["repeated token"]))
     with pytest.raises(validate.GgufError, match="byte token"):
         validate.read_file(str(hostile["missing byte token"]))
-    with pytest.raises(validate.GgufError, match="NUL"):
+    with pytest.raises(validate.GgufError, match="read by llama.cpp as '▁'"):  # cut at the NUL: a repeat
         validate.read_file(str(hostile["NUL in a token"]))
     with pytest.raises(validate.GgufError, match="past the end"):
         validate.read_file(str(hostile["truncated weights"]))
+
+
+def test_what_llama_cpp_accepts_is_accepted(tmp_path: Path) -> None:
+    # Empty tokens are renamed by llama.cpp ("[EMPTY_<id>]"), so they are no repeat: the file loads.
+    model = write_tiny_llama(tmp_path / "empty.gguf", tokens=tokens_with({300: "", 301: ""}))
+    validate.read_file(str(model))
+    result = subprocess.run([sys.executable, "-c", _NATIVE_LOAD, str(model)], capture_output=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-500:]
 
 
 def test_the_probe_catches_what_validation_would_miss(hostile: dict[str, Path], monkeypatch: pytest.MonkeyPatch,

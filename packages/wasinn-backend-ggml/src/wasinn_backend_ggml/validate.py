@@ -239,12 +239,13 @@ def _check_tokenizer(info: GgufInfo) -> None:
         raise GgufError("tokenizer.ggml.tokens is missing or not a list of strings")
     n = len(tokens)
     seen: dict[str, int] = {}
-    for i, token in enumerate(tokens):
-        if "\0" in token:
-            # llama.cpp reads token texts as C strings: "ab\0c" would become "ab", maybe a repeat.
-            raise GgufError(f"token {i} ({token!r}) contains a NUL character")
+    for i, raw in enumerate(tokens):
+        # As llama-vocab.cpp reads a token: a C string (cut at a NUL), an empty one renamed.
+        token = raw.split("\0", 1)[0] or f"[EMPTY_{i}]"
         if token in seen:
-            raise GgufError(f"token {token!r} appears twice in the vocabulary (ids {seen[token]} and {i})")
+            shown = token if token == raw else f"{raw!r}, read by llama.cpp as {token!r},"
+            raise GgufError(f"token {shown} appears twice in the vocabulary (ids {seen[token]} and {i}): "
+                            f"llama.cpp aborts on that")
         seen[token] = i
     for key, kind in (("tokenizer.ggml.scores", float), ("tokenizer.ggml.token_type", int)):
         values = meta.get(key)
