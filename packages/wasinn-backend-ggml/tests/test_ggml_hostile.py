@@ -124,3 +124,23 @@ def test_fuzz_mutated_files_never_kill_the_host(tmp_path: Path) -> None:
     outcomes = json.loads(lines[-1].removeprefix("outcomes "))
     assert sum(outcomes.values()) == 300
     assert outcomes.get("load:1", 0) > 100 and outcomes.get("compute:0", 0) > 10  # both paths exercised
+
+
+def test_a_guest_model_is_probed_once(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wasinn_backend_ggml import _probe
+
+    runs: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counting_run(args: list[str], **kwargs: object) -> object:
+        runs.append(args)
+        return real_run(args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(_probe.subprocess, "run", counting_run)
+    data = tiny.read_bytes() + b"\0" * 64  # bytes no other test has probed in this process
+    with wasinn.WasiNnHost() as host:
+        for _ in range(3):  # three loads of the same bytes, each to a new temporary file
+            g = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+            assert g.load([data], encoding=6).ok
+            g.close()
+    assert len(runs) == 1

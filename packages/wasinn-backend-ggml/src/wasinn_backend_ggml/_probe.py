@@ -8,7 +8,8 @@ process; a crash there is an ``invalid_argument`` for the guest, not the end of 
 
 ``WASINN_GGML_PROBE`` chooses when: ``untrusted`` (default: models whose bytes came from a guest),
 ``always`` (also the embedder's named models) or ``never``. A guest cannot change it. A model is
-probed once per process (results cached by path, size and modification time).
+probed once per process (results cached by the SHA-256 of a guest's bytes, or by the file's path,
+size and modification time).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ except Exception as exc:
     sys.exit(3)
 """
 
-_passed: set[tuple[str, int, int]] = set()
+_passed: set[tuple[str, ...]] = set()
 _lock = threading.Lock()
 
 
@@ -73,10 +74,14 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def probe(path: str) -> None:
-    """Raise WasiNnError(INVALID_ARGUMENT) if loading the model at ``path`` kills a child process."""
+def probe(path: str, digest: str | None = None) -> None:
+    """Raise WasiNnError(INVALID_ARGUMENT) if loading the model at ``path`` kills a child process.
+
+    ``digest`` (the SHA-256 of a guest's model bytes) keys the cache where the path is a temporary
+    file, so that a guest loading the same model again is not probed again.
+    """
     stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
+    key = ("sha256", digest) if digest else (path, str(stat.st_size), str(stat.st_mtime_ns))
     with _lock:
         if key in _passed:
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ class GgmlBackend:
         except validate.GgufError as exc:
             raise _error(ErrorCode.INVALID_ARGUMENT, f"malformed GGUF model: {exc}") from None
         if _probe.wanted(trusted=model.name is not None):
-            _probe.probe(path)
+            _probe.probe(path, hashlib.sha256(model.builders[0]).hexdigest() if temp_path else None)
         n_gpu_layers = options.n_gpu_layers
         if n_gpu_layers != 0 and not gpu_offload():
             log.warning("ggml: n-gpu-layers=%d asked for, but this llama.cpp build has no GPU offload: the "
