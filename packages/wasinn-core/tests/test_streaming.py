@@ -183,3 +183,13 @@ def test_kit_streaming_check_catches_a_partial_set(host: wasinn.WasiNnHost) -> N
         state.set_input(ctx, 0, wasinn.Tensor.from_numpy(np.frombuffer(b"abc", np.uint8)))
         with pytest.raises(AssertionError, match="implement all three streaming hooks or none"):
             check_streaming_hooks(state, ctx)
+
+
+def test_component_tensors_honour_any_length() -> None:
+    from wasinn.component.interface import new_tensor_entry
+
+    with pytest.raises(wasinn.WasiNnError):
+        new_tensor_entry([1], wasinn.TensorType.U8, b"hello")
+    assert new_tensor_entry([1], wasinn.TensorType.U8, b"hello", any_length=True).data == b"hello"
+    with pytest.raises(wasinn.WasiNnError):  # the rank and dimension bounds still hold
+        new_tensor_entry([1 << 33], wasinn.TensorType.U8, b"hello", any_length=True)
