@@ -27,6 +27,9 @@ WASMEDGE_EXTRAS = {
 EXPECTED_NN_IMPORTS = {
     "nn-run/nn-run.wasm": {**STANDARD, **WASMEDGE_EXTRAS},
     "digits/digits.wasm": STANDARD,
+    # WasmEdge GGML conventions: by name with config (or load "preload:PATH"), and token streaming
+    "llm-chat/llm-chat.wasm": {**{k: v for k, v in STANDARD.items() if k != "load_by_name"}, **WASMEDGE_EXTRAS,
+                               "compute_single": 1, "get_output_single": 5, "fini_single": 1},
 }
 
 

@@ -151,3 +151,8 @@ class ErrorCode(Enum):
     UNSUPPORTED_OPERATION = "unsupported_operation"
     TOO_LARGE = "too_large"
     NOT_FOUND = "not_found"
+    # WasmEdge's GGML codes (100-102): raised by token-generating backends; other numberings map
+    # them to the nearest standard code.
+    END_OF_SEQUENCE = "end_of_sequence"
+    CONTEXT_FULL = "context_full"
+    PROMPT_TOO_LONG = "prompt_too_long"

@@ -22,6 +22,18 @@ How wasinn uses the hooks:
   ``init_execution_context`` made; they are called on the guest's request, when the store closes
   or is garbage-collected, and when the host closes.
 
+Load-time config: ``load_by_name_with_config``'s JSON object (the guest's) reaches ``load`` as
+``model.guest_config``, merged over the embedder's config of the named model in ``model.config``
+(see :class:`ModelDescription`); a config that changes the embedder's loads a graph of the store's
+own. Treat unknown keys as you see fit (log them, or refuse with ``INVALID_ARGUMENT``).
+
+Streaming (optional, WasmEdge's ``compute_single`` / ``get_output_single`` / ``fini_single``):
+a backend that generates its output step by step (an LLM, one token per step) implements
+``compute_single`` (run one step; raise ``ErrorCode.END_OF_SEQUENCE`` when there is none left,
+``CONTEXT_FULL`` when the context has no room), ``get_output_single`` (that step's output) and
+``fini_single`` (end the stream, ready for the next ``set_input``). A backend without them answers
+``unsupported_operation`` to the three calls, as before.
+
 Errors: raise :class:`WasiNnError` with an :class:`ErrorCode` to choose what the guest receives;
 any other exception becomes ``runtime_error`` and is logged with its message.
 
@@ -217,3 +229,26 @@ def unload(graph: Graph) -> None:
 @hookspec
 def finalize_execution_context(context: Context) -> None:
     """(Optional) Release a context. Called once per context."""
+
+
+@hookspec
+def compute_single(context: Context) -> None:
+    """(Optional) Run one step of a step-wise computation (one generated token).
+
+    The first call after ``set_input`` starts the stream. Raise ``WasiNnError(END_OF_SEQUENCE)``
+    when the stream has ended, ``CONTEXT_FULL`` when no room is left, ``PROMPT_TOO_LONG`` when the
+    input does not fit.
+    """
+
+
+@hookspec
+def get_output_single(context: Context, index: int) -> np.ndarray:  # type: ignore[empty-body]
+    """(Optional) The output of the last ``compute_single`` step (an LLM: the token's bytes, u8).
+
+    Same rules as ``get_output``: a C-contiguous ndarray the core copies once into the guest.
+    """
+
+
+@hookspec
+def fini_single(context: Context) -> None:
+    """(Optional) End a step-wise computation; the context is ready for new inputs."""

@@ -18,11 +18,16 @@ class TensorSpec:
     ``shape`` entries are ``None`` where the model leaves a dimension dynamic; ``dtype`` is ``None``
     where the backend cannot say. The core uses specs for named tensors, ABI profile disambiguation
     and error messages.
+
+    ``any_length`` marks an input that is a byte string (a prompt, JSON metadata): the core accepts
+    data of any length whatever the guest's dims say, because WasmEdge's GGML guests send N bytes
+    with dims ``[1]``. The backend reads ``tensor.data`` as bytes.
     """
 
     name: str
     dtype: TensorType | None
     shape: tuple[int | None, ...] | None
+    any_length: bool = False
 
     def accepts_shape(self, shape: Sequence[int]) -> bool:
         """True when ``shape`` fits this spec (same rank; equal wherever the spec is static)."""
@@ -48,7 +53,8 @@ class Tensor:
     ``data`` is a **zero-copy** view of the guest's linear memory, valid only for the duration of the
     hook call: a backend that needs the bytes later must copy them (into its runtime's own input
     buffer, ideally, so that this is the only copy). The core has already checked that
-    ``len(data) == product(shape) * dtype.itemsize``.
+    ``len(data) == product(shape) * dtype.itemsize``, except for inputs whose spec says
+    ``any_length``.
     """
 
     dtype: TensorType

@@ -49,7 +49,9 @@ def profile_of(state: StoreState) -> AbiProfile:
 def errno_for(state: StoreState, operation: str, error: WasiNnError, profile: AbiProfile | None = None) -> int:
     profile = profile or profile_of(state)
     errno = profile.errno(error.code)
-    log.warning("%s -> %s (errno %d): %s", operation, error.code.value, errno, error.message)
+    # The end of a token stream is how every stream ends, not a failure: no warning for it.
+    level = logging.DEBUG if error.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
+    log.log(level, "%s -> %s (errno %d): %s", operation, error.code.value, errno, error.message)
     return errno
 
 
@@ -290,18 +292,32 @@ def finalize_execution_context(state: StoreState, caller: HostCall, context: int
     state.finalize_execution_context(context & U32_MASK)
 
 
-def _not_streaming(name: str) -> Callable[..., None]:
-    # WasmEdge's token-streaming calls: defined so that WasmEdge guests instantiate; no backend streams yet.
-    def body(state: StoreState, caller: HostCall, *args: int) -> None:
-        raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"token streaming ({name}) is not supported by any backend")
-
-    body.__name__ = name
-    return body
+@host_function("compute_single")
+def compute_single(state: StoreState, caller: HostCall, context: int) -> None:
+    state.compute_single(context & U32_MASK)
 
 
-compute_single = host_function("compute_single")(_not_streaming("compute_single"))
-get_output_single = host_function("get_output_single")(_not_streaming("get_output_single"))
-fini_single = host_function("fini_single")(_not_streaming("fini_single"))
+@host_function("get_output_single")
+def get_output_single(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int, out_max: int,
+                      out_written: int) -> None:
+    memory = GuestMemory.of(caller, state.memory)
+    memory.check(out_written, 4, "bytes-written out-pointer")
+
+    def deliver(array: Any) -> None:  # runs under the graph's lock
+        nbytes = array.nbytes
+        if nbytes > (out_max & U32_MASK):
+            memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"step output {index & U32_MASK} is {nbytes} bytes but the "
+                                                   f"guest buffer holds {out_max & U32_MASK}")
+        memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
+        memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
+
+    state.read_output_single(context & U32_MASK, index & U32_MASK, deliver)
+
+
+@host_function("fini_single")
+def fini_single(state: StoreState, caller: HostCall, context: int) -> None:
+    state.fini_single(context & U32_MASK)
 
 
 #: name -> (number of i32 parameters, implementation); every function returns one i32.

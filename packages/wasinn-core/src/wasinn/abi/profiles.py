@@ -44,14 +44,22 @@ WITX_2022_TENSORS = {0: D.F16, 1: D.F32, 2: D.U8, 3: D.I32}
 WAMR_21_TENSORS = {0: D.F16, 1: D.F32, 2: D.F64, 3: D.BF16, 4: D.U8, 5: D.I32, 6: D.I64}
 
 # ---- errors -------------------------------------------------------------------------------------
+# The GGML codes have no witx number: the end of a token stream is not a failure of the host
+# (runtime_error), a full context or an over-long prompt is too much input (too_large).
 WITX_ERRORS = {X.INVALID_ARGUMENT: 1, X.INVALID_ENCODING: 2, X.MISSING_MEMORY: 3, X.BUSY: 4,
-               X.RUNTIME_ERROR: 5, X.UNSUPPORTED_OPERATION: 6, X.TOO_LARGE: 7, X.NOT_FOUND: 8}
-# WasmEdge adds 100-103; a missing named model is ModelNotFound (103).
-WASMEDGE_ERRORS = {**WITX_ERRORS, X.NOT_FOUND: 103}
+               X.RUNTIME_ERROR: 5, X.UNSUPPORTED_OPERATION: 6, X.TOO_LARGE: 7, X.NOT_FOUND: 8,
+               X.END_OF_SEQUENCE: 5, X.CONTEXT_FULL: 7, X.PROMPT_TOO_LONG: 7}
+# WasmEdge adds 100-103 (EndOfSequence, ContextFull, PromptTooLong, ModelNotFound); a missing named
+# model is ModelNotFound (103).
+WASMEDGE_ERRORS = {**WITX_ERRORS, X.NOT_FOUND: 103, X.END_OF_SEQUENCE: 100, X.CONTEXT_FULL: 101,
+                   X.PROMPT_TOO_LONG: 102}
+# WAMR >= 2.4 defines 100-102 as well ("for WasmEdge-wasi-nn").
+WAMR_ERRORS = {**WITX_ERRORS, X.END_OF_SEQUENCE: 100, X.CONTEXT_FULL: 101, X.PROMPT_TOO_LONG: 102}
 # WAMR 2.1.1-2.3.x: invalid_argument 1, invalid_encoding 2, timeout 3, runtime_error 4,
 # unsupported_operation 5, too_large 6, not_found 7, security 8, unknown 9 (no missing_memory, no busy).
 WAMR_21_ERRORS = {X.INVALID_ARGUMENT: 1, X.INVALID_ENCODING: 2, X.MISSING_MEMORY: 1, X.BUSY: 4,
-                  X.RUNTIME_ERROR: 4, X.UNSUPPORTED_OPERATION: 5, X.TOO_LARGE: 6, X.NOT_FOUND: 7}
+                  X.RUNTIME_ERROR: 4, X.UNSUPPORTED_OPERATION: 5, X.TOO_LARGE: 6, X.NOT_FOUND: 7,
+                  X.END_OF_SEQUENCE: 4, X.CONTEXT_FULL: 6, X.PROMPT_TOO_LONG: 6}
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ PROFILES: dict[str, AbiProfile] = {
         AbiProfile("wamr-2.1", "WAMR 2.1.1-2.3.x wasi_ephemeral_nn (WIT numbering: bf16 = 3, errno 3 = timeout)",
                    WAMR_ENCODINGS, TARGETS, WAMR_21_TENSORS, WAMR_21_ERRORS),
         AbiProfile("wamr", "WAMR >= 2.4 wasi_ephemeral_nn (ggml = 5, autodetect = 6)",
-                   WAMR_ENCODINGS, TARGETS, WITX_TENSORS, WITX_ERRORS,
+                   WAMR_ENCODINGS, TARGETS, WITX_TENSORS, WAMR_ERRORS,
                    tensor_type_alternates=("wamr-2.1",)),
         AbiProfile("wamr-legacy", "WAMR legacy module wasi_nn (12-byte tensor, 4-argument load/get_output)",
                    WAMR_ENCODINGS, TARGETS, WITX_2022_TENSORS, WITX_ERRORS),

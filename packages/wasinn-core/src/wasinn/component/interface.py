@@ -66,6 +66,9 @@ WIT_ERROR_CODES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_OPERATION: "unsupported-operation",
     ErrorCode.TOO_LARGE: "too-large",
     ErrorCode.NOT_FOUND: "not-found",
+    ErrorCode.END_OF_SEQUENCE: "runtime-error",
+    ErrorCode.CONTEXT_FULL: "too-large",
+    ErrorCode.PROMPT_TOO_LONG: "too-large",
 }
 
 Body = Callable[..., Any]
@@ -165,12 +168,13 @@ def tensor_type(case: str) -> TensorType:
     return dtype
 
 
-def new_tensor_entry(dims: Sequence[int], dtype: TensorType, data: bytes) -> TensorEntry:
+def new_tensor_entry(dims: Sequence[int], dtype: TensorType, data: bytes, *, any_length: bool = False) -> TensorEntry:
+    """A checked tensor; ``any_length`` (the input's spec says so: a prompt) skips the length check."""
     if len(dims) > MAX_RANK:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {len(dims)} exceeds {MAX_RANK}")
     shape = tuple(int(d) for d in dims)
     expected = element_count(shape) * dtype.itemsize  # exact integers: no wrap-around to fake a fit
-    if any(d > 0xFFFFFFFF for d in shape) or expected != len(data):
+    if any(d > 0xFFFFFFFF for d in shape) or (expected != len(data) and not any_length):
         text = "x".join(str(d) for d in shape) or "scalar"
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor of {len(data)} bytes of data but "
                                                       f"{dtype.value}[{text}] needs {expected}")
@@ -277,7 +281,9 @@ def context_compute(state: ComponentState, store: Any, this: Any, inputs: list[t
         if index in seen:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input {name!r} (index {index}) given twice")
         seen.add(index)
-        checked = new_tensor_entry(tensor.dims, tensor.dtype, tensor.data)
+        specs = entry.loaded.graph.inputs
+        any_length = 0 <= index < len(specs) and specs[index].any_length
+        checked = new_tensor_entry(tensor.dims, tensor.dtype, tensor.data, any_length=any_length)
         state.set_input(handle, index, _as_tensor(checked))
     state.compute(handle)
     count = entry.output_count or 1

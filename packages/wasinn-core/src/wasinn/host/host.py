@@ -277,6 +277,24 @@ class WasiNnHost:
                 self.named.loaded[key] = loaded
             return loaded
 
+    def load_preloaded(self, raw_path: bytes) -> LoadedGraph:
+        """The shared graph of the named model registered from the file ``raw_path`` (WasmEdge's
+        ``preload:<path>`` builder). Only files the embedder registered are reachable."""
+        try:
+            text = raw_path.rstrip(b"\0").decode("utf-8")
+        except UnicodeDecodeError:
+            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "preload: path is not valid UTF-8") from None
+        try:
+            wanted = Path(text).expanduser().resolve() if text else None
+        except (OSError, RuntimeError, ValueError):
+            wanted = None
+        for name in list(self.named.names()):
+            named = self.named.get(name)
+            if named is not None and named.paths and wanted is not None and wanted in named.paths:
+                return self.load_named(name)
+        raise WasiNnError(ErrorCode.NOT_FOUND, f"preload:{text}: no model was preloaded from that file "
+                                               f"(register it with --nn-preload or register_model)")
+
     # -- stores and linking ----------------------------------------------------------------------
     def new_store(self, engine: wasmtime.Engine | None = None, *, data: Any = None,
                   abi: str | None = None) -> wasmtime.Store:

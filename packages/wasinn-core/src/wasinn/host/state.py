@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wasinn")
 _R = TypeVar("_R")
+#: WasmEdge's builder for a model preloaded by the embedder: ``preload:<path>``.
+PRELOAD_PREFIX = b"preload:"
 
 
 def _identity(array: np.ndarray) -> np.ndarray:
@@ -82,6 +84,10 @@ class ContextEntry:
     get_output: Callable[..., Any]
     input_count: int
     output_count: int
+    #: The optional streaming hooks (``None`` where the backend does not stream).
+    compute_single: Callable[..., None] | None = None
+    get_output_single: Callable[..., Any] | None = None
+    fini_single: Callable[..., None] | None = None
     #: (index, guest type number, dims, byte length) -> tensor type, for inputs that passed every check.
     checked_inputs: dict[tuple[int, int, tuple[int, ...], int], TensorType] = field(default_factory=dict)
 
@@ -200,8 +206,16 @@ class StoreState:
 
     def load(self, builders: Sequence[bytes | bytearray | memoryview], encoding: GraphEncoding,
              target: ExecutionTarget) -> int:
-        """``load``: model bytes from the guest. Returns the new graph handle."""
+        """``load``: model bytes from the guest. Returns the new graph handle.
+
+        A single builder ``preload:<path>`` (what WasmEdge guests send for a preloaded GGUF) names a
+        model the embedder registered from that file: its shared graph is used, and the weights are
+        never copied through guest memory. Any other path is refused: a guest never picks host files.
+        """
         tables = self._check_open()
+        if len(builders) == 1 and bytes(builders[0][:len(PRELOAD_PREFIX)]) == PRELOAD_PREFIX:
+            self._check_graph_room(tables)
+            return self._add_graph(self.host.load_preloaded(bytes(builders[0][len(PRELOAD_PREFIX):])))
         size = sum(len(b) for b in builders)
         self._check_graph_room(tables)  # before the model is compiled
         if size > self.limits.max_model_bytes:
@@ -251,6 +265,9 @@ class StoreState:
             get_output=backend.hooks["get_output"],
             input_count=len(loaded.graph.inputs),
             output_count=len(loaded.graph.outputs),
+            compute_single=backend.hook("compute_single"),
+            get_output_single=backend.hook("get_output_single"),
+            fini_single=backend.hook("fini_single"),
         )
         handle = tables.next_context
         tables.next_context += 1
@@ -264,7 +281,7 @@ class StoreState:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input index {index} out of range: the model has "
                                                           f"{entry.input_count} input(s)")
         expected = element_count(dims) * dtype.itemsize
-        if expected != data_len:
+        if expected != data_len and not _any_length(entry, index):
             shape = "x".join(str(d) for d in dims) or "scalar"
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input {index}: {data_len} bytes of data but "
                                                           f"{dtype.value}[{shape}] needs {expected}")
@@ -317,6 +334,45 @@ class StoreState:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown graph handle {graph_handle}")
         _release_if_unused(tables, loaded)
 
+    # -- streaming (WasmEdge's compute_single / get_output_single / fini_single) ----------------
+    def _streaming(self, entry: ContextEntry, operation: str, hook: Callable[..., Any] | None) -> Callable[..., Any]:
+        if hook is None:
+            raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"backend {entry.loaded.backend.name} does not "
+                                                               f"stream ({operation} is not implemented)")
+        return hook
+
+    def compute_single(self, context_handle: int) -> None:
+        """One step of a step-wise computation (one generated token)."""
+        entry = self.context(context_handle)
+        hook = self._streaming(entry, "compute_single", entry.compute_single)
+        with entry.loaded.lock:
+            call_backend(entry.loaded.backend, "compute_single", hook, entry.context)
+
+    def read_output_single(self, context_handle: int, index: int, consume: Callable[[np.ndarray], _R]) -> _R:
+        """Like :meth:`read_output`, for the output of the last ``compute_single`` step."""
+        entry = self.context(context_handle)
+        hook = self._streaming(entry, "get_output_single", entry.get_output_single)
+        with entry.loaded.lock:
+            result = call_backend(entry.loaded.backend, "get_output_single", hook, entry.context, index)
+            if not isinstance(result, np.ndarray):
+                raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {entry.loaded.backend.name}: get_output_single "
+                                                           f"returned {type(result).__name__}, not an ndarray")
+            if result.nbytes > self.limits.max_tensor_bytes:
+                raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index} of {result.nbytes} bytes exceeds the "
+                                                       f"limit of {self.limits.max_tensor_bytes} bytes")
+            return consume(result if result.flags.c_contiguous else np.ascontiguousarray(result))
+
+    def get_output_single(self, context_handle: int, index: int) -> np.ndarray:
+        """The last step's output as an ndarray the caller may keep."""
+        return self.read_output_single(context_handle, index, np.array)
+
+    def fini_single(self, context_handle: int) -> None:
+        """End a step-wise computation."""
+        entry = self.context(context_handle)
+        hook = self._streaming(entry, "fini_single", entry.fini_single)
+        with entry.loaded.lock:
+            call_backend(entry.loaded.backend, "fini_single", hook, entry.context)
+
     def finalize_execution_context(self, context_handle: int) -> None:
         tables = self._check_open()
         entry = tables.contexts.pop(context_handle, None)
@@ -324,6 +380,11 @@ class StoreState:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown execution context handle {context_handle}")
         _finalize_context(entry)
         _release_if_unused(tables, entry.loaded)
+
+
+def _any_length(entry: ContextEntry, index: int) -> bool:
+    inputs = entry.loaded.graph.inputs
+    return 0 <= index < len(inputs) and inputs[index].any_length
 
 
 def graph_lock(concurrent: bool) -> AbstractContextManager[Any]:

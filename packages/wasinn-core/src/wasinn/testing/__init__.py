@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from wasinn.testing.guest import TrampolineGuest
     from wasinn.testing.harness import KitHarness, Outcome, expect_error, expect_ok, sample_input
     from wasinn.testing.kit import BackendConformance, ModelFactory
+    from wasinn.testing.streaming import check_streaming_hooks
     from wasinn.testing.template import render_backend_template
 
 _EXPORTS = {
@@ -33,6 +34,7 @@ _EXPORTS = {
     "sample_input": "wasinn.testing.harness",
     "TrampolineGuest": "wasinn.testing.guest",
     "render_backend_template": "wasinn.testing.template",
+    "check_streaming_hooks": "wasinn.testing.streaming",
 }
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "ModelFactory",
     "Outcome",
     "TrampolineGuest",
+    "check_streaming_hooks",
     "expect_error",
     "expect_ok",
     "render_backend_template",

@@ -190,6 +190,19 @@ class TrampolineGuest:
     def unload(self, graph: int) -> Call:
         return Call(self.call("unload", graph))
 
+    # WasmEdge's streaming calls (present only when ``functions`` names them).
+    def compute_single(self, context: int) -> Call:
+        return Call(self.call("compute_single", context))
+
+    def get_output_single_bytes(self, context: int, index: int, max_bytes: int = 1 << 16) -> tuple[Call, bytes]:
+        buf, written = self.alloc(max_bytes), self.alloc(4)
+        errno = self.call("get_output_single", context, index, buf, max_bytes, written)
+        size = self.u32(written)
+        return Call(errno, size), (self.read(buf, size) if errno == 0 else b"")
+
+    def fini_single(self, context: int) -> Call:
+        return Call(self.call("fini_single", context))
+
     def finalize_execution_context(self, context: int) -> Call:
         return Call(self.call("finalize_execution_context", context))
 

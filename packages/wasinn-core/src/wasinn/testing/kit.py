@@ -491,6 +491,16 @@ class BackendConformance:
         expect_ok(driver.finalize_execution_context(context))
         kit.spy_of(kit.host).check_released("after unload, then finalize_execution_context of its last context")
 
+    def test_streaming_hooks(self, kit: KitHarness) -> None:
+        # WasmEdge's compute_single / get_output_single / fini_single: all three hooks or none; none
+        # means unsupported_operation; a stream ends, stays ended until fini_single, and repeats.
+        from wasinn.testing.streaming import check_streaming_hooks
+
+        driver, _, context = self._kit_ready_context(kit)
+        expect_ok(driver.set_input(context, 0, sample_input(self._kit_primary, self.shape, 23), self._kit_primary))
+        check_streaming_hooks(driver.guest.state, context)
+        self._kit_run(driver, context, self._kit_primary, 24, "the same context after the streaming calls")
+
     # =========================================================================================
     # errors
     # =========================================================================================

@@ -1,0 +1,109 @@
+"""Tiny random-weight llama models in GGUF, written on the spot (tests and benchmarks; no downloads).
+
+Needs the ``gguf`` package (``pip install wasinn-backend-ggml[test]``). The vocabulary is
+SentencePiece-style (tokenizer model ``llama``): ``<unk>``, ``<s>``, ``</s>``, the 256 byte tokens
+``<0x00>``..``<0xFF>`` (so any input can be tokenized) and a few dozen words; weights are random
+normals from a fixed seed, so the same arguments always give the same file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WORDS = ("▁", "▁the", "▁a", "▁of", "▁and", "▁to", "▁in", "▁is", "▁it", "▁you", "▁that", "▁he", "▁was",
+         "▁for", "▁on", "▁are", "▁with", "▁as", "▁I", "▁his", "▁they", "▁be", "▁at", "▁one", "▁have",
+         "▁this", "▁from", "▁or", "▁had", "▁by", "▁hot", "▁word", "▁but", "▁what", "▁some", "▁we",
+         "▁can", "▁out", "▁other", "▁were", "▁all", "▁there", "▁when", "▁up", "▁use", "▁your", "▁how",
+         "▁said", "▁an", "▁each", "▁she", "▁hello", "▁world", "▁cat", "▁dog", "▁llama", "▁wasm",
+         "▁chat", "▁token", "s", "ed", "ing", "ly")
+
+#: tokenizer.ggml.token_type values (llama.cpp's LLAMA_TOKEN_TYPE_*).
+NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
+
+
+@dataclass(frozen=True)
+class TinyLlama:
+    """The shape of a test model. The defaults give the ~0.5 MB model the tests use."""
+
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 128
+    n_ctx_train: int = 256
+    seed: int = 0
+    #: The end-of-sequence token: tests point it at a token the model is known to generate, so that
+    #: an answer ends there (the weights do not depend on it).
+    eos_id: int = 2
+    dtype: str = "f32"  # or "f16" (half the bytes: the benchmark's bigger model)
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + list(WORDS)
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(WORDS))]
+    types = [UNKNOWN, CONTROL, CONTROL] + [BYTE] * 256 + [NORMAL] * len(WORDS)
+    return tokens, scores, types
+
+
+def write_tiny_llama(path: str | Path, spec: TinyLlama = TinyLlama(), *, tokens: list[str] | None = None) -> Path:
+    """Write a random llama GGUF to ``path`` and return it. ``tokens`` replaces the vocabulary's
+    texts (same length), to make hostile files."""
+    import gguf
+
+    path = Path(path)
+    vocab, scores, types = vocabulary()
+    if tokens is not None:
+        vocab = tokens
+    n_vocab = len(vocab)
+    rng = np.random.default_rng(spec.seed)
+    dtype = np.float16 if spec.dtype == "f16" else np.float32
+    head_dim = spec.n_embd // spec.n_head
+
+    def weight(*shape: int, scale: float = 0.08) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    def norm(n: int) -> np.ndarray:
+        return np.ones(n, np.float32)  # norms stay f32, as llama.cpp's converters write them
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("wasinn tiny llama")
+    writer.add_context_length(spec.n_ctx_train)
+    writer.add_embedding_length(spec.n_embd)
+    writer.add_block_count(spec.n_layer)
+    writer.add_feed_forward_length(spec.n_ff)
+    writer.add_head_count(spec.n_head)
+    writer.add_head_count_kv(spec.n_head_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(1 if spec.dtype == "f16" else 0)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(vocab)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(spec.eos_id)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+
+    writer.add_tensor("token_embd.weight", weight(n_vocab, spec.n_embd, scale=1.0))
+    for i in range(spec.n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(head_dim * spec.n_head_kv, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(head_dim * spec.n_head_kv, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(spec.n_ff, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(spec.n_ff, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(spec.n_embd, spec.n_ff))
+    writer.add_tensor("output_norm.weight", norm(spec.n_embd))
+    writer.add_tensor("output.weight", weight(n_vocab, spec.n_embd, scale=0.5))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
