@@ -1,0 +1,126 @@
+"""One server endpoint: its transport (pooled, shared), readiness, metadata, retries, and the choice
+of the fastest transport it supports.
+
+Endpoints with the same address, credentials and limits share one transport (one REST connection
+pool, or one gRPC channel) across every graph, context and thread of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from wasinn import ErrorCode, WasiNnError
+from wasinn_backend_kserve.config import EndpointConfig
+from wasinn_backend_kserve.protocol import InputTensor, ModelMeta, OutputTensor, parse_metadata
+from wasinn_backend_kserve.transport import BinaryRefused, Transport, TransportError
+
+log = logging.getLogger("wasinn.kserve")
+T = TypeVar("T")
+
+_shared: dict[tuple[object, ...], Transport] = {}
+_shared_lock = threading.Lock()
+#: Servers (scheme, host, port, prefix) known to refuse the REST binary extension.
+_no_binary: set[tuple[object, ...]] = set()
+
+
+def transport_for(config: EndpointConfig) -> Transport:
+    with _shared_lock:
+        transport = _shared.get(config.key)
+        if transport is None:
+            if config.grpc:
+                from wasinn_backend_kserve.grpc import GrpcTransport
+                transport = GrpcTransport(config)
+            else:
+                from wasinn_backend_kserve.rest import RestTransport
+                transport = RestTransport(config)
+            _shared[config.key] = transport
+        return transport
+
+
+def close_all() -> None:
+    """Close every shared transport (tests; a long-lived embedder that re-points its models)."""
+    with _shared_lock:
+        for transport in _shared.values():
+            transport.close()
+        _shared.clear()
+        _no_binary.clear()
+
+
+class Endpoint:
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.transport = transport_for(config)
+        self._server = (config.scheme, config.host, config.port, config.prefix)
+
+    @property
+    def rest_mode(self) -> str:
+        """binary or json: what the next REST infer uses."""
+        if self.config.transport in ("binary", "json"):
+            return self.config.transport
+        return "json" if self._server in _no_binary else "binary"
+
+    @staticmethod
+    def describe_static(config: EndpointConfig) -> str:
+        if config.grpc:
+            return "gRPC"
+        return {"auto": "REST (binary tensors where the server has the extension, else JSON for small ones)",
+                "binary": "REST with the binary tensor extension", "json": "REST with JSON"}[config.transport]
+
+    def _retry(self, what: str, call: Callable[[], T], *, idempotent: bool) -> T:
+        attempts = self.config.retries + 1
+        for attempt in range(attempts):
+            try:
+                return call()
+            except BinaryRefused:
+                raise  # the caller falls back to JSON
+            except TransportError as exc:
+                again = exc.retryable and (idempotent or exc.unsent) and attempt + 1 < attempts
+                log.warning("remote %s: %s failed%s: %s", self.config.name, what,
+                            f" (try {attempt + 1} of {attempts}, again)" if again else "", exc.message)
+                if not again:
+                    raise WasiNnError(exc.code, exc.message) from None
+                time.sleep(min(0.1 * 2 ** attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    def check_ready(self) -> None:
+        cfg = self.config
+        if not self._retry("server readiness", self.transport.server_ready, idempotent=True):
+            raise WasiNnError(ErrorCode.BUSY, f"{cfg.shown}: the server is not ready (/v2/health/ready)")
+        if not self._retry("model readiness", lambda: self.transport.model_ready(cfg.model, cfg.version),
+                           idempotent=True):
+            raise WasiNnError(ErrorCode.BUSY, f"{cfg.shown}: model {cfg.model!r} is not ready")
+
+    def metadata(self) -> ModelMeta:
+        cfg = self.config
+        data = self._retry("model metadata", lambda: self.transport.metadata(cfg.model, cfg.version),
+                           idempotent=True)
+        return parse_metadata(data)
+
+    def infer(self, inputs: Sequence[InputTensor], outputs: Sequence[str]) -> list[OutputTensor]:
+        cfg = self.config
+        if cfg.grpc:
+            return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
+                                                                     binary=True), idempotent=False)
+        mode = self.rest_mode
+        if mode == "binary":
+            try:
+                return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
+                                                                         binary=True), idempotent=False)
+            except BinaryRefused as refused:
+                if cfg.transport == "binary":
+                    raise WasiNnError(refused.code, f"{refused.message} (transport=binary: the server may not "
+                                                    "have the binary tensor extension)") from None
+                log.info("remote %s: %s refused the binary tensor extension (HTTP %s): JSON from now on",
+                         cfg.name, cfg.shown, refused.status)
+                _no_binary.add(self._server)
+        largest = max((t.nbytes for t in inputs), default=0)
+        if largest > cfg.json_max_bytes:
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"{cfg.shown}: a {largest}-byte tensor would travel as JSON "
+                                                   f"(over json-max-bytes={cfg.json_max_bytes}); this server has "
+                                                   "no REST binary extension: use its gRPC port (grpc://)")
+        return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
+                                                                 binary=False), idempotent=False)
