@@ -23,8 +23,9 @@ T = TypeVar("T")
 
 _shared: dict[tuple[object, ...], Transport] = {}
 _shared_lock = threading.Lock()
-#: Servers (scheme, host, port, prefix) known to refuse the REST binary extension.
+#: Servers (scheme, host, port, prefix) known to refuse, or to accept, the REST binary extension.
 _no_binary: set[tuple[object, ...]] = set()
+_binary_ok: set[tuple[object, ...]] = set()
 
 
 def transport_for(config: EndpointConfig) -> Transport:
@@ -48,6 +49,7 @@ def close_all() -> None:
             transport.close()
         _shared.clear()
         _no_binary.clear()
+        _binary_ok.clear()
 
 
 class Endpoint:
@@ -105,22 +107,33 @@ class Endpoint:
         if cfg.grpc:
             return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
                                                                      binary=True), idempotent=False)
-        mode = self.rest_mode
-        if mode == "binary":
+        refused: BinaryRefused | None = None
+        if self.rest_mode == "binary":
             try:
-                return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
-                                                                         binary=True), idempotent=False)
-            except BinaryRefused as refused:
-                if cfg.transport == "binary":
-                    raise WasiNnError(refused.code, f"{refused.message} (transport=binary: the server may not "
-                                                    "have the binary tensor extension)") from None
-                log.info("remote %s: %s refused the binary tensor extension (HTTP %s): JSON from now on",
-                         cfg.name, cfg.shown, refused.status)
-                _no_binary.add(self._server)
+                answer = self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
+                                                                           binary=True), idempotent=False)
+                _binary_ok.add(self._server)
+                return answer
+            except BinaryRefused as exc:
+                if cfg.transport == "binary" or self._server in _binary_ok:
+                    hint = " (transport=binary: the server may not have the binary tensor extension)" \
+                        if self._server not in _binary_ok else ""
+                    log.warning("remote %s: infer failed: %s%s", cfg.name, exc.message, hint)
+                    raise WasiNnError(exc.code, exc.message + hint) from None
+                refused = exc
         largest = max((t.nbytes for t in inputs), default=0)
         if largest > cfg.json_max_bytes:
-            raise WasiNnError(ErrorCode.TOO_LARGE, f"{cfg.shown}: a {largest}-byte tensor would travel as JSON "
-                                                   f"(over json-max-bytes={cfg.json_max_bytes}); this server has "
-                                                   "no REST binary extension: use its gRPC port (grpc://)")
-        return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
-                                                                 binary=False), idempotent=False)
+            message = (f"{cfg.shown}: a {largest}-byte tensor would travel as JSON (over json-max-bytes="
+                       f"{cfg.json_max_bytes}); " + ("this server refused the REST binary extension (HTTP "
+                                                     f"{refused.status}): use its gRPC port (grpc://)" if refused
+                                                     else "transport=json"))
+            log.warning("remote %s: %s", cfg.name, message)
+            raise WasiNnError(ErrorCode.TOO_LARGE, message)
+        answer = self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
+                                                                   binary=False), idempotent=False)
+        if refused is not None:
+            # JSON works where binary did not: the server lacks the extension.
+            log.info("remote %s: %s refused the binary tensor extension (HTTP %s): JSON from now on", cfg.name,
+                     cfg.shown, refused.status)
+            _no_binary.add(self._server)
+        return answer

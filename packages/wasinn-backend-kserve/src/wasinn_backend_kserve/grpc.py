@@ -39,7 +39,10 @@ class GrpcTransport:
         self.config = config
         limit = min(config.max_response_bytes, 2**31 - 1)
         options = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", limit),
-                   ("grpc.enable_retries", 0)]  # retries are ours: bounded, and logged
+                   ("grpc.enable_retries", 0),  # retries are ours: bounded, and logged
+                   # Reconnect soon after a server restarts (gRPC's default backoff grows to 120 s).
+                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
         target = f"{config.host}:{config.port}"
         if config.tls:
             def read(path: str | None) -> bytes | None:
@@ -48,18 +51,24 @@ class GrpcTransport:
             self.channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
+        self._recovering = False
         self._metadata = (("authorization", f"Bearer {config.token}"),) if config.token else None
         self._calls = {name: self.channel.unary_unary(wire.SERVICE + name)  # bytes in, bytes out
                        for name in ("ServerReady", "ModelReady", "ModelMetadata", "ModelInfer")}
 
     def _call(self, name: str, request: bytes, what: str) -> bytes:
         try:
-            answer: bytes = self._calls[name](request, timeout=self.config.timeout, metadata=self._metadata)
+            # After a failure, wait (within the timeout) for the channel to reconnect rather than fail
+            # at once while it backs off: a restarted server is then reached by the next try.
+            answer: bytes = self._calls[name](request, timeout=self.config.timeout, metadata=self._metadata,
+                                              wait_for_ready=self._recovering or None)
+            self._recovering = False
             return answer
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             detail = (exc.details() if hasattr(exc, "details") else "") or ""
             mapped, retryable = _CODES.get(code, (ErrorCode.RUNTIME_ERROR, False))
+            self._recovering = code is grpc.StatusCode.UNAVAILABLE
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"no answer within {self.config.timeout:g} s (option timeout)"
             if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):

@@ -168,15 +168,17 @@ class RestTransport:
         path = f"/v2/models/{quote(model, safe='')}"
         return f"{path}/versions/{quote(version, safe='')}" if version else path
 
-    def server_ready(self) -> bool:
-        status, _, _ = self.request("GET", "/v2/health/ready")
+    def _ready(self, path: str, what: str) -> bool:
+        status, _, data = self.request("GET", path)
+        if status in (401, 403, 404):  # not a matter of waiting: say why now
+            raise status_error(status, what, data.decode(errors="replace"))
         return status == 200
 
+    def server_ready(self) -> bool:
+        return self._ready("/v2/health/ready", f"server readiness {self.config.shown}")
+
     def model_ready(self, model: str, version: str) -> bool:
-        status, _, data = self.request("GET", self._model_path(model, version) + "/ready")
-        if status == 404:
-            raise status_error(status, f"model {model!r} at {self.config.shown}", data.decode(errors="replace"))
-        return status == 200
+        return self._ready(self._model_path(model, version) + "/ready", f"model {model!r} at {self.config.shown}")
 
     def metadata(self, model: str, version: str) -> dict[str, Any]:
         data = self._json(self._model_path(model, version), "model metadata")
@@ -208,7 +210,9 @@ class RestTransport:
         status, response, data = self.request("POST", path, body, headers)
         if status != 200:
             error = status_error(status, f"infer {self.config.shown}", data.decode(errors="replace")[:300])
-            if binary and status in (400, 415, 422):
+            # MLServer 1.7 answers a binary request with 422 or 500: the endpoint decides whether
+            # that means "no binary extension" (JSON then works) or a real failure.
+            if binary and status in (400, 415, 422, 500):
                 raise BinaryRefused(error.code, error.message, status=status)
             raise error
         return parse_answer(data, response.getheader(HEADER_LENGTH), self.config.shown)
