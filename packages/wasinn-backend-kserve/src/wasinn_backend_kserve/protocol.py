@@ -129,6 +129,10 @@ def check_outputs(meta: ModelMeta, outputs: Sequence[OutputTensor]) -> list[np.n
                 raise ProtocolError(f"output {want.name!r}: {len(got.raw)} bytes for shape {list(got.shape)} "
                                     f"of {want.datatype} ({count * kind.itemsize} expected)")
             array = np.frombuffer(got.raw, dtype=kind.numpy_dtype).reshape(got.shape)
+        elif isinstance(got.values, np.ndarray) and got.values.dtype == kind.numpy_dtype:
+            if got.values.size != count:
+                raise ProtocolError(f"output {want.name!r}: {got.values.size} values for shape {list(got.shape)}")
+            array = got.values.reshape(got.shape)
         else:
             try:
                 flat = np.asarray(got.values, dtype=np.float64 if kind in (TensorType.F16, TensorType.F32,

@@ -163,14 +163,22 @@ _CONTENTS: dict[int, tuple[Any, bool]] = {
     6: (np.dtype("<f4"), True), 7: (np.dtype("<f8"), True)}
 
 
-def _contents(data: memoryview) -> list[Any]:
+def _contents(data: memoryview) -> list[Any] | np.ndarray:
     values: list[Any] = []
     for number, kind, value in fields(data):
         spec = _CONTENTS.get(number)
         if spec is None:
             continue
         dtype, fixed = spec
-        if kind == _BYTES and fixed:
+        if kind == _BYTES and fixed and not values:
+            # The usual case (MLServer sends typed contents, not raw): one packed field, kept as an
+            # array over the answer's bytes rather than millions of Python floats.
+            array = np.frombuffer(value, dtype=dtype)
+            rest = [f for f in fields(data) if f[0] in _CONTENTS]
+            if len(rest) == 1:
+                return array
+            values.extend(array.tolist())
+        elif kind == _BYTES and fixed:
             values.extend(np.frombuffer(value, dtype=dtype).tolist())
         elif kind == _BYTES:
             packed: list[int] = []
@@ -205,5 +213,6 @@ def decode_infer_response(data: bytes) -> list[OutputTensor]:
     if raws and len(raws) != len(described):
         raise ProtocolError(f"the answer has {len(raws)} raw output contents for {len(described)} outputs")
     return [OutputTensor(item["name"], item["datatype"], tuple(item["shape"]),
-                         raw=raws[i] if raws else None, values=None if raws else (item["values"] or []))
+                         raw=raws[i] if raws else None,
+                         values=None if raws else (item["values"] if item["values"] is not None else []))
             for i, item in enumerate(described)]
