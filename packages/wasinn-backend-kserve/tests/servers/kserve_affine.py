@@ -92,7 +92,8 @@ class Affine(kserve.Model):  # type: ignore[misc]
             y, datatype = y.astype(np.int64), "INT64"
         out = InferOutput(name="y", shape=list(y.shape), datatype=datatype)
         out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
-        return InferResponse(response_id=payload.id, model_name=self.name, infer_outputs=[out],
+        # A JSON request may carry no id; KServe's response model needs a string.
+        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[out],
                              use_binary_outputs=payload.use_binary_outputs,
                              requested_outputs=payload.request_outputs)
 
