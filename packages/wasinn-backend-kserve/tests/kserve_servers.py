@@ -131,17 +131,37 @@ class Server:
         self.stop(signal.SIGKILL)
 
     def listening(self) -> list[str]:
-        """The local addresses the server's processes listen on (from ``ss``)."""
+        """The local addresses (``IP:PORT``) the server's processes listen on, read from /proc as
+        ``ss -ltnp`` would show them (no iproute2 needed)."""
         assert self.process is not None
-        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-        pids = {str(self.process.pid), *_children(self.process.pid)}
-        return [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
+        inodes: set[str] = set()
+        for pid in {str(self.process.pid), *_children(self.process.pid)}:
+            try:
+                links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            except OSError:
+                continue
+            inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+        found = []
+        for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
+                    address, port = fields[1].split(":")
+                    found.append(f"{_address(address, width)}:{int(port, 16)}")
+        return found
 
     def tail(self) -> str:
         try:
             return self.log.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+
+def _address(hex_address: str, width: int) -> str:
+    """/proc/net/tcp's little-endian hex address as text (IPv6 in brackets)."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET, words) if width == 4 else f"[{socket.inet_ntop(socket.AF_INET6, words)}]"
 
 
 def _children(pid: int) -> set[str]:

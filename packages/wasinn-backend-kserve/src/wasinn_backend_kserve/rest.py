@@ -1,5 +1,10 @@
 """REST transport: JSON, and the binary tensor extension (``Inference-Header-Content-Length``), over
-kept-alive ``http.client`` connections (no dependency beyond the standard library).
+kept-alive HTTP/1.1 connections (standard library only).
+
+The HTTP client is a small one of our own rather than ``http.client``: the protocol needs only
+requests with a known length and answers with a length or chunks, and ``http.client`` spends about
+50 µs per call parsing headers through the ``email`` package, which is most of what a guest's tiny
+inference costs on top of the round trip.
 
 Connections are pooled per endpoint: a call takes an idle connection (or opens one), gives it back
 after reading the whole answer, and drops it on any error. Every read is bounded: by the socket
@@ -8,14 +13,14 @@ timeout per operation, by a deadline for the whole answer, and by ``max-response
 
 from __future__ import annotations
 
-import http.client
+import io
 import json
 import queue
 import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -27,6 +32,37 @@ from wasinn_backend_kserve.transport import BinaryRefused, TransportError, statu
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _CHUNK = 1 << 20
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+class _Closed(Exception):
+    """The server closed the connection before (or while) answering."""
+
+
+class _Connection:
+    __slots__ = ("reader", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        finally:
+            self.sock.close()
+
+
+class Response:
+    __slots__ = ("headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status = status
+        self.headers = headers
+
+    def getheader(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
 
 
 class RestTransport:
@@ -34,42 +70,39 @@ class RestTransport:
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(maxsize=config.pool_size)
+        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue(maxsize=config.pool_size)
         self._ssl: ssl.SSLContext | None = None
         if config.tls:
             self._ssl = ssl.create_default_context(cafile=config.tls_ca)
             if config.tls_cert and config.tls_key:
                 self._ssl.load_cert_chain(config.tls_cert, config.tls_key)
-        self._headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        self._fixed_headers = f"Host: {host}:{config.port}\r\n" + (
+            f"Authorization: Bearer {config.token}\r\n" if config.token else "")
         self.opened = 0  # connections opened so far (the tests check reuse with it)
 
     # -- connections ---------------------------------------------------------------------------
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> _Connection:
         cfg = self.config
-        conn: http.client.HTTPConnection
-        if self._ssl is not None:
-            conn = http.client.HTTPSConnection(cfg.host, cfg.port, timeout=cfg.connect_timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(cfg.host, cfg.port, timeout=cfg.connect_timeout)
         try:
-            conn.connect()
+            sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout)
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(sock, server_hostname=cfg.host)
         except (OSError, ssl.SSLError) as exc:
-            conn.close()
             raise TransportError(ErrorCode.RUNTIME_ERROR, f"cannot connect to {cfg.shown}: {_why(exc)}",
                                  retryable=True, unsent=True) from None
-        assert conn.sock is not None
-        conn.sock.settimeout(cfg.timeout)
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(cfg.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.opened += 1
-        return conn
+        return _Connection(sock)
 
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self) -> tuple[_Connection, bool]:
         try:
             return self._idle.get_nowait(), True
         except queue.Empty:
             return self._connect(), False
 
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, conn: _Connection) -> None:
         try:
             self._idle.put_nowait(conn)
         except queue.Full:
@@ -84,22 +117,22 @@ class RestTransport:
 
     # -- one exchange --------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Sequence[bytes | bytearray | memoryview] = (),
-                headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
-        url = self.config.prefix + path
-        all_headers = {**self._headers, **(headers or {})}
-        if body or method == "POST":
-            all_headers["Content-Length"] = str(sum(len(part) for part in body))
+                headers: dict[str, str] | None = None) -> tuple[int, Response, bytes]:
+        length = sum(len(part) for part in body)
+        head = (f"{method} {self.config.prefix}{path} HTTP/1.1\r\n{self._fixed_headers}"
+                + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+                + (f"Content-Length: {length}\r\n" if body or method == "POST" else "")
+                + "\r\n").encode("latin-1")
         for attempt in (0, 1):
             conn, reused = self._take()
             try:
-                # Small bodies as one bytes (headers and body leave in one packet); large ones as
-                # parts, so that a tensor is not copied into a joined body first.
-                payload: object = None
-                if body:
-                    payload = b"".join(body) if sum(len(p) for p in body) < 65536 else list(body)
-                conn.request(method, url, body=payload, headers=all_headers)  # type: ignore[arg-type]
-                response = conn.getresponse()
-                data = self._read(response)
+                if length < 65536:
+                    conn.sock.sendall(b"".join([head, *body]))  # one packet for small requests
+                else:
+                    conn.sock.sendall(head)
+                    for part in body:  # a tensor is sent from where it is, not joined first
+                        conn.sock.sendall(part)
+                response, data, keep = self._read(conn.reader)
             except TimeoutError:
                 conn.close()
                 raise TransportError(ErrorCode.RUNTIME_ERROR, f"{method} {self.config.shown}: no answer within "
@@ -107,48 +140,117 @@ class RestTransport:
             except TransportError:
                 conn.close()
                 raise
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, _Closed, ValueError) as exc:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # a kept-alive connection the server had closed: once more on a new one
                 raise TransportError(ErrorCode.RUNTIME_ERROR, f"{method} {self.config.shown}: the connection "
                                      f"failed: {_why(exc)}", retryable=True) from None
-            if response.will_close:
-                conn.close()
-            else:
+            if keep:
                 self._give_back(conn)
+            else:
+                conn.close()
             return response.status, response, data
         raise AssertionError("unreachable")
 
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
+    def _line(self, reader: io.BufferedReader) -> bytes:
+        line = reader.readline(_MAX_LINE + 1)
+        if not line:
+            raise _Closed("the server closed the connection")
+        if len(line) > _MAX_LINE or not line.endswith(b"\n"):
+            raise ProtocolError(f"{self.config.shown}: an HTTP header line is too long or cut")
+        return line
+
+    def _read(self, reader: io.BufferedReader) -> tuple[Response, bytes, bool]:
+        """Status line, headers, body; and whether the connection may be kept."""
+        status_line = self._line(reader)
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ProtocolError(f"{self.config.shown}: not an HTTP answer ({status_line[:40]!r})")
+        status = int(parts[1])
+        fields: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS):
+            line = self._line(reader)
+            if line in (b"\r\n", b"\n"):
+                break
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise ProtocolError(f"{self.config.shown}: a malformed HTTP header line")
+            fields[name.strip().lower()] = value.strip()
+        else:
+            raise ProtocolError(f"{self.config.shown}: over {_MAX_HEADERS} HTTP header lines")
+        if 100 <= status < 200:
+            return self._read(reader)  # 100 Continue and friends: the real answer follows
+        response = Response(status, fields)
+        keep = parts[0] == b"HTTP/1.1" and fields.get("connection", "").lower() != "close"
         limit = self.config.max_response_bytes
-        length = response.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise TransportError(ErrorCode.TOO_LARGE, f"{self.config.shown}: the answer is {int(length)} bytes, "
-                                 f"over max-response-bytes={limit}")
         deadline = time.monotonic() + self.config.timeout
-        if length is not None and length.isdigit():
-            # One read into a buffer of the announced size (a 64 MB tensor is not copied chunk by chunk).
-            buffer = bytearray(int(length))
-            view, got = memoryview(buffer), 0
-            while got < len(buffer):
-                n = response.readinto(view[got:got + 16 * _CHUNK])
-                if not n:
-                    raise http.client.IncompleteRead(bytes(view[:got]), len(buffer) - got)
-                got += n
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-            return buffer  # type: ignore[return-value]  # bytes-like: json and numpy read it as is
+        length = fields.get("content-length")
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            return response, self._chunked(reader, limit, deadline), keep
+        if length is None:
+            return response, self._until_close(reader, limit, deadline), False
+        if not length.isdigit():
+            raise ProtocolError(f"{self.config.shown}: bad Content-Length {length[:20]!r}")
+        size = int(length)
+        if size > limit:
+            raise TransportError(ErrorCode.TOO_LARGE, f"{self.config.shown}: the answer is {size} bytes, "
+                                 f"over max-response-bytes={limit}")
+        if size < _CHUNK:
+            data = reader.read(size)
+            if len(data) != size:
+                raise _Closed("the answer was cut short")
+            return response, data, keep
+        # Large: one buffer of the announced size (a 64 MB tensor is not copied chunk by chunk).
+        buffer = bytearray(size)
+        view, got = memoryview(buffer), 0
+        while got < size:
+            n = reader.readinto(view[got:got + 16 * _CHUNK])
+            if not n:
+                raise _Closed("the answer was cut short")
+            got += n
+            if time.monotonic() > deadline:
+                raise TimeoutError
+        return response, buffer, keep  # type: ignore[return-value]  # bytes-like: json and numpy read it
+
+    def _over(self, limit: int) -> TransportError:
+        return TransportError(ErrorCode.TOO_LARGE, f"{self.config.shown}: the answer passed "
+                                                   f"max-response-bytes={limit}")
+
+    def _chunked(self, reader: io.BufferedReader, limit: int, deadline: float) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
-            chunk = response.read1(_CHUNK) if hasattr(response, "read1") else response.read(_CHUNK)
+            size_text = self._line(reader).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise ProtocolError(f"{self.config.shown}: a malformed chunk size") from None
+            if size == 0:
+                while self._line(reader) not in (b"\r\n", b"\n"):
+                    pass  # trailers
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                raise self._over(limit)
+            chunk = reader.read(size)
+            if len(chunk) != size:
+                raise _Closed("the answer was cut short")
+            self._line(reader)
+            parts.append(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError
+
+    def _until_close(self, reader: io.BufferedReader, limit: int, deadline: float) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            chunk = reader.read1(_CHUNK)
             if not chunk:
                 return b"".join(parts)
             total += len(chunk)
             if total > limit:
-                raise TransportError(ErrorCode.TOO_LARGE, f"{self.config.shown}: the answer passed "
-                                     f"max-response-bytes={limit}")
+                raise self._over(limit)
             if time.monotonic() > deadline:
                 raise TimeoutError
             parts.append(chunk)
