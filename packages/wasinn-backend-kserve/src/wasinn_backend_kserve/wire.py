@@ -54,16 +54,32 @@ def encode_model_request(name: str, version: str = "") -> bytes:
     return _string(1, name) + _string(2, version)
 
 
+_prefixes: dict[tuple[object, ...], bytes] = {}
+
+
+def _prefix(model: str, version: str, inputs: Sequence[InputTensor], outputs: Sequence[str]) -> bytes:
+    """Everything before the raw contents; the same for every request of one shape, so kept."""
+    key = (model, version, tuple((t.name, t.datatype, t.shape) for t in inputs), tuple(outputs))
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        parts = [_string(1, model), _string(2, version)]
+        for tensor in inputs:
+            body = _string(1, tensor.name) + _string(2, tensor.datatype) + _packed_int64(3, tensor.shape)
+            parts += [_field(5, body), body]
+        for output in outputs:
+            body = _string(1, output)
+            parts += [_field(6, body), body]
+        prefix = b"".join(parts)
+        if len(_prefixes) > 256:  # bounded: a guest with ever new shapes does not grow it forever
+            _prefixes.clear()
+        _prefixes[key] = prefix
+    return prefix
+
+
 def encode_infer_request(model: str, version: str, inputs: Sequence[InputTensor],
                          outputs: Sequence[str]) -> bytes:
     """``ModelInferRequest``: model_name 1, model_version 2, inputs 5, outputs 6, raw_input_contents 7."""
-    parts: list[bytes | bytearray | memoryview] = [_string(1, model), _string(2, version)]
-    for tensor in inputs:
-        body = _string(1, tensor.name) + _string(2, tensor.datatype) + _packed_int64(3, tensor.shape)
-        parts += [_field(5, body), body]
-    for output in outputs:
-        body = _string(1, output)
-        parts += [_field(6, body), body]
+    parts: list[bytes | bytearray | memoryview] = [_prefix(model, version, inputs, outputs)]
     for tensor in inputs:
         parts += [_field(7, tensor.data), tensor.data]
     return b"".join(parts)
