@@ -24,6 +24,7 @@ from wasinn.errors import ConfigurationError
 from wasinn_backend_kserve.config import EndpointConfig, parse_config
 from wasinn_backend_kserve.endpoint import Endpoint
 from wasinn_backend_kserve.protocol import DATATYPES, V2_NAME, InputTensor, ModelMeta, check_outputs
+from wasinn_backend_kserve.wire import encode_infer_request
 
 log = logging.getLogger("wasinn.kserve")
 SCORE = 100  # the user mapped this name to this server: nobody else may serve it
@@ -40,6 +41,7 @@ class RemoteContext:
     inputs: list[InputTensor | None]
     outputs: list[np.ndarray] | None = None
     output_names: list[str] = field(default_factory=list)
+    message: bytes | None = None  # a gRPC request encoded by set_input (single-input models)
 
 
 def _config(model: ModelDescription) -> EndpointConfig | Decline:
@@ -104,9 +106,17 @@ def set_input(context: Context, index: int, tensor: Tensor) -> None:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input {index} ({want.name!r}) of {graph.endpoint.config.shown} "
                                                       f"is {spec.describe()}, got {got}")
     state: RemoteContext = context.state
+    state.outputs = None
+    config = graph.endpoint.config
+    if config.grpc and len(state.inputs) == 1:
+        # One input over gRPC: the whole request is known now, so the guest's bytes are copied once,
+        # straight into the message that is sent (no copy kept, then joined at compute).
+        view = InputTensor(want.name, V2_NAME[tensor.dtype], tensor.shape, tensor.data)
+        state.message = encode_infer_request(config.model, config.version, [view], state.output_names)
+        state.inputs[index] = InputTensor(want.name, view.datatype, tensor.shape, b"")
+        return
     # The guest's view is valid only during this call: one copy, sent from here as it is.
     state.inputs[index] = InputTensor(want.name, V2_NAME[tensor.dtype], tensor.shape, bytes(tensor.data))
-    state.outputs = None
 
 
 def compute(context: Context) -> None:
@@ -115,7 +125,10 @@ def compute(context: Context) -> None:
     missing = [graph.meta.inputs[i].name for i, t in enumerate(state.inputs) if t is None]
     if missing:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"compute before set_input of {', '.join(missing)}")
-    answer = graph.endpoint.infer([t for t in state.inputs if t is not None], state.output_names)
+    if state.message is not None:
+        answer = graph.endpoint.infer_message(state.message)
+    else:
+        answer = graph.endpoint.infer([t for t in state.inputs if t is not None], state.output_names)
     try:
         state.outputs = check_outputs(graph.meta, answer)
     except WasiNnError as exc:

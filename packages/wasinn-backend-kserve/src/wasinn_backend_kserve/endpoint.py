@@ -102,6 +102,13 @@ class Endpoint:
                            idempotent=True)
         return parse_metadata(data)
 
+    def infer_message(self, message: bytes) -> list[OutputTensor]:
+        """gRPC: send a ``ModelInferRequest`` already encoded (by ``set_input``)."""
+        from wasinn_backend_kserve.grpc import GrpcTransport
+        transport = self.transport
+        assert isinstance(transport, GrpcTransport)
+        return self._retry("infer", lambda: transport.infer_message(message), idempotent=False)
+
     def infer(self, inputs: Sequence[InputTensor], outputs: Sequence[str]) -> list[OutputTensor]:
         cfg = self.config
         if cfg.grpc:

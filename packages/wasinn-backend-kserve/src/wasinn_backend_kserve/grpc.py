@@ -89,8 +89,10 @@ class GrpcTransport:
 
     def infer(self, model: str, version: str, inputs: Sequence[InputTensor], outputs: Sequence[str], *,
               binary: bool) -> list[OutputTensor]:
-        request = wire.encode_infer_request(model, version, inputs, outputs)
-        return wire.decode_infer_response(self._call("ModelInfer", request, "infer"))
+        return self.infer_message(wire.encode_infer_request(model, version, inputs, outputs))
+
+    def infer_message(self, message: bytes) -> list[OutputTensor]:
+        return wire.decode_infer_response(self._call("ModelInfer", message, "infer"))
 
     def close(self) -> None:
         self.channel.close()
