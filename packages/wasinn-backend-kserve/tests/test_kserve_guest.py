@@ -122,3 +122,15 @@ def test_explain_names_the_server_and_the_transport(ks_server: Server, capsys: p
     assert "winner: kserve" in out
     assert ks_server.grpc() in out and "gRPC" in out
     assert "onnx" in out and "serves local models" in out
+
+
+def test_grpc_port_lets_an_http_endpoint_infer_over_grpc(nn_run: NnRun, tmp_path: Path, ml_server: Server,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # MLServer's REST has no binary tensors: with its gRPC port given, a 4 MiB tensor goes over gRPC.
+    x = np.random.default_rng(3).standard_normal((262144, 4)).astype(np.float32)
+    flags = ["--nn-remote", f"affine={ml_server.rest()}", "--nn-remote-option",
+             f"affine:grpc-port={ml_server.grpc_port}"]
+    status, got = run_affine(nn_run, tmp_path, x, flags)
+    assert status == 0
+    np.testing.assert_array_equal(got, (2 * x + 1).reshape(-1))
+    assert f"gRPC (port {ml_server.grpc_port}) for inference" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def _config(model: ModelDescription) -> EndpointConfig | Decline:
         config = parse_config(model.remote)
     except ConfigurationError as exc:
         return Decline(str(exc), ErrorCode.INVALID_ARGUMENT)
-    if config.grpc and importlib.util.find_spec("grpc") is None:
+    if (config.grpc or config.transport == "grpc") and importlib.util.find_spec("grpc") is None:
         return Decline(f"{config.shown} needs grpcio: pip install 'wasinn-backend-kserve[grpc]'",
                        ErrorCode.UNSUPPORTED_OPERATION)
     return config
@@ -108,7 +108,7 @@ def set_input(context: Context, index: int, tensor: Tensor) -> None:
     state: RemoteContext = context.state
     state.outputs = None
     config = graph.endpoint.config
-    if config.grpc and len(state.inputs) == 1:
+    if graph.endpoint.grpc_infer and len(state.inputs) == 1:
         # One input over gRPC: the whole request is known now, so the guest's bytes are copied once,
         # straight into the message that is sent (no copy kept, then joined at compute).
         view = InputTensor(want.name, V2_NAME[tensor.dtype], tensor.shape, tensor.data)

@@ -11,13 +11,16 @@ Options (``--nn-remote-option NAME:KEY=VALUE`` or ``register_remote(..., options
 ``token`` / ``token-env`` / ``token-file`` (a bearer token, or where to read it), ``tls-ca``,
 ``tls-cert``, ``tls-key`` (PEM files; mTLS with the last two), ``max-response-bytes`` (default
 1 GiB), ``json-max-bytes`` (the largest tensor that may travel as JSON, default 1 MiB),
-``pool-size`` (kept-alive REST connections, default 8).
+``pool-size`` (kept-alive REST connections, default 8), ``grpc-port`` (the same server's gRPC port,
+for an ``http(s)://`` URI: ``transport=auto`` then infers over gRPC when grpcio is installed, the
+fastest way for every tensor size we measured; readiness and metadata stay on REST).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -27,7 +30,7 @@ from wasinn.remote import RemoteModel
 TRANSPORTS = ("auto", "binary", "json", "grpc")
 KNOWN = frozenset({"transport", "timeout", "connect-timeout", "retries", "version", "token", "token-env",
                    "token-file", "tls-ca", "tls-cert", "tls-key", "max-response-bytes", "json-max-bytes",
-                   "pool-size"})
+                   "pool-size", "grpc-port"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -52,10 +55,20 @@ class EndpointConfig:
     tls_key: str | None = None
     token: str | None = field(default=None, repr=False)
     shown: str = ""  # the URI without credentials
+    grpc_port: int | None = None  # an http(s) endpoint's gRPC port, for inference
 
     @property
     def grpc(self) -> bool:
         return self.scheme in ("grpc", "grpcs")
+
+    def grpc_side(self) -> EndpointConfig | None:
+        """The gRPC endpoint inference goes to, for an http(s) URI with ``grpc-port`` (else None)."""
+        if self.grpc or self.grpc_port is None or self.transport not in ("auto", "grpc"):
+            return None
+        if self.transport == "auto" and importlib.util.find_spec("grpc") is None:
+            return None  # auto: REST without grpcio; transport=grpc then fails in can_handle
+        return replace(self, scheme="grpcs" if self.tls else "grpc", port=self.grpc_port, prefix="",
+                       transport="grpc", grpc_port=None, shown=f"{self.shown} (gRPC port {self.grpc_port})")
 
     @property
     def tls(self) -> bool:
@@ -151,8 +164,13 @@ def parse_config(remote: RemoteModel) -> EndpointConfig:
         raise ConfigurationError(f"remote {remote.name}: transport={transport}: choose from {', '.join(TRANSPORTS)}")
     if scheme.startswith("grpc") and transport not in ("auto", "grpc"):
         raise ConfigurationError(f"remote {remote.name}: transport={transport} needs an http(s):// URI")
-    if not scheme.startswith("grpc") and transport == "grpc":
-        raise ConfigurationError(f"remote {remote.name}: transport=grpc needs a grpc:// URI (the gRPC port)")
+    grpc_port = remote.options.get("grpc-port") or None
+    if grpc_port is not None and (scheme.startswith("grpc") or not grpc_port.isdigit()
+                                  or not 0 < int(grpc_port) < 65536):
+        raise ConfigurationError(f"remote {remote.name}: grpc-port={grpc_port!r}: a port number, for an "
+                                 "http(s):// URI")
+    if not scheme.startswith("grpc") and transport == "grpc" and grpc_port is None:
+        raise ConfigurationError(f"remote {remote.name}: transport=grpc needs a grpc:// URI or grpc-port")
     tls = {key: _tls_file(remote, key) for key in ("tls-ca", "tls-cert", "tls-key")}
     if (tls["tls-cert"] is None) != (tls["tls-key"] is None):
         raise ConfigurationError(f"remote {remote.name}: mTLS needs both tls-cert and tls-key")
@@ -168,5 +186,5 @@ def parse_config(remote: RemoteModel) -> EndpointConfig:
         json_max_bytes=int(_number(remote, "json-max-bytes", 1 << 20, integer=True)),
         pool_size=int(_number(remote, "pool-size", 8, integer=True, low=1)),
         tls_ca=tls["tls-ca"], tls_cert=tls["tls-cert"], tls_key=tls["tls-key"], token=_token(remote),
-        shown=remote.endpoint,
+        shown=remote.endpoint, grpc_port=int(grpc_port) if grpc_port else None,
     )

@@ -57,6 +57,14 @@ class Endpoint:
         self.config = config
         self.transport = transport_for(config)
         self._server = (config.scheme, config.host, config.port, config.prefix)
+        side = config.grpc_side()
+        #: Where inference goes: gRPC for a grpc:// URI, or an http(s) one with grpc-port; else REST.
+        self.infer_config = side or config
+        self.infer_transport = transport_for(side) if side is not None else self.transport
+
+    @property
+    def grpc_infer(self) -> bool:
+        return self.infer_config.grpc
 
     @property
     def rest_mode(self) -> str:
@@ -69,6 +77,8 @@ class Endpoint:
     def describe_static(config: EndpointConfig) -> str:
         if config.grpc:
             return "gRPC"
+        if config.grpc_side() is not None:
+            return f"gRPC (port {config.grpc_port}) for inference, REST for readiness and metadata"
         return {"auto": "REST (binary tensors where the server has the extension, else JSON for small ones)",
                 "binary": "REST with the binary tensor extension", "json": "REST with JSON"}[config.transport]
 
@@ -105,15 +115,16 @@ class Endpoint:
     def infer_message(self, message: bytes) -> list[OutputTensor]:
         """gRPC: send a ``ModelInferRequest`` already encoded (by ``set_input``)."""
         from wasinn_backend_kserve.grpc import GrpcTransport
-        transport = self.transport
+        transport = self.infer_transport
         assert isinstance(transport, GrpcTransport)
         return self._retry("infer", lambda: transport.infer_message(message), idempotent=False)
 
     def infer(self, inputs: Sequence[InputTensor], outputs: Sequence[str]) -> list[OutputTensor]:
         cfg = self.config
-        if cfg.grpc:
-            return self._retry("infer", lambda: self.transport.infer(cfg.model, cfg.version, inputs, outputs,
-                                                                     binary=True), idempotent=False)
+        if self.grpc_infer:
+            transport = self.infer_transport
+            return self._retry("infer", lambda: transport.infer(cfg.model, cfg.version, inputs, outputs,
+                                                                binary=True), idempotent=False)
         refused: BinaryRefused | None = None
         if self.rest_mode == "binary":
             try:
