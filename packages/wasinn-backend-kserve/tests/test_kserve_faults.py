@@ -9,6 +9,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -153,6 +154,22 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
                                               "parameters": {"binary_data_size": 4096}}]}).encode()
             self._send(200, header + b"\x00" * 16, {"Inference-Header-Content-Length": str(len(header))})
             return
+        if model == "drip":
+            # A valid answer, one byte at a time: each read alone is quick, the whole is not.
+            body = json.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 4],
+                                            "data": [3, 3, 3, 3]}]}).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                for byte in body:
+                    time.sleep(0.05)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            except OSError:
+                pass
+            return
         if model == "endless":
             # No Content-Length: chunked, and more than any limit.
             self.send_response(200)
@@ -193,6 +210,14 @@ def test_malformed_answers(model: str, code: str, words: str, bad_server: int, n
     assert guest(nn_run, tmp_path, uri, "retries=0", "transport=json", "max-response-bytes=1000000") == EXIT[code]
     logged = capsys.readouterr().err
     assert words in logged
+
+
+def test_a_dripping_answer_is_bounded_by_the_timeout(bad_server: int, nn_run: NnRun, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # The drip takes about 5 s in all; with timeout=1 the guest gets its error instead of the answer.
+    uri = f"http://127.0.0.1:{bad_server}/v2/models/drip"
+    assert guest(nn_run, tmp_path, uri, "retries=0", "transport=json", "timeout=1") == EXIT["runtime_error"]
+    assert "no answer within 1 s" in capsys.readouterr().err
 
 
 def test_bearer_token_from_the_host_never_logged(bad_server: int, nn_run: NnRun, tmp_path: Path,

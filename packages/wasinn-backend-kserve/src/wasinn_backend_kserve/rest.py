@@ -8,7 +8,8 @@ inference costs on top of the round trip.
 
 Connections are pooled per endpoint: a call takes an idle connection (or opens one), gives it back
 after reading the whole answer, and drops it on any error. Every read is bounded: by the socket
-timeout per operation, by a deadline for the whole answer, and by ``max-response-bytes``.
+``timeout`` for the whole exchange (each blocking read gets what is left of it), and by
+``max-response-bytes``.
 """
 
 from __future__ import annotations
@@ -41,11 +42,20 @@ class _Closed(Exception):
 
 
 class _Connection:
-    __slots__ = ("reader", "sock")
+    __slots__ = ("deadline", "reader", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+        self.deadline = 0.0
+
+    def arm(self) -> None:
+        """Before each blocking read: what is left of the request's time, so that a server that
+        drips its answer byte by byte cannot stretch one request past ``timeout``."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self.sock.settimeout(left)
 
     def close(self) -> None:
         try:
@@ -125,6 +135,8 @@ class RestTransport:
                 + "\r\n").encode("latin-1")
         for attempt in (0, 1):
             conn, reused = self._take()
+            conn.deadline = time.monotonic() + self.config.timeout
+            conn.sock.settimeout(self.config.timeout)
             try:
                 if length < 65536:
                     conn.sock.sendall(b"".join([head, *body]))  # one packet for small requests
@@ -132,7 +144,7 @@ class RestTransport:
                     conn.sock.sendall(head)
                     for part in body:  # a tensor is sent from where it is, not joined first
                         conn.sock.sendall(part)
-                response, data, keep = self._read(conn.reader)
+                response, data, keep = self._read(conn)
             except TimeoutError:
                 conn.close()
                 raise TransportError(ErrorCode.RUNTIME_ERROR, f"{method} {self.config.shown}: no answer within "
@@ -153,24 +165,25 @@ class RestTransport:
             return response.status, response, data
         raise AssertionError("unreachable")
 
-    def _line(self, reader: io.BufferedReader) -> bytes:
-        line = reader.readline(_MAX_LINE + 1)
+    def _line(self, conn: _Connection) -> bytes:
+        conn.arm()
+        line = conn.reader.readline(_MAX_LINE + 1)
         if not line:
             raise _Closed("the server closed the connection")
         if len(line) > _MAX_LINE or not line.endswith(b"\n"):
             raise ProtocolError(f"{self.config.shown}: an HTTP header line is too long or cut")
         return line
 
-    def _read(self, reader: io.BufferedReader) -> tuple[Response, bytes, bool]:
+    def _read(self, conn: _Connection) -> tuple[Response, bytes, bool]:
         """Status line, headers, body; and whether the connection may be kept."""
-        status_line = self._line(reader)
+        status_line = self._line(conn)
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise ProtocolError(f"{self.config.shown}: not an HTTP answer ({status_line[:40]!r})")
         status = int(parts[1])
         fields: dict[str, str] = {}
         for _ in range(_MAX_HEADERS):
-            line = self._line(reader)
+            line = self._line(conn)
             if line in (b"\r\n", b"\n"):
                 break
             name, sep, value = line.decode("latin-1").partition(":")
@@ -180,16 +193,15 @@ class RestTransport:
         else:
             raise ProtocolError(f"{self.config.shown}: over {_MAX_HEADERS} HTTP header lines")
         if 100 <= status < 200:
-            return self._read(reader)  # 100 Continue and friends: the real answer follows
+            return self._read(conn)  # 100 Continue and friends: the real answer follows
         response = Response(status, fields)
         keep = parts[0] == b"HTTP/1.1" and fields.get("connection", "").lower() != "close"
         limit = self.config.max_response_bytes
-        deadline = time.monotonic() + self.config.timeout
         length = fields.get("content-length")
         if "chunked" in fields.get("transfer-encoding", "").lower():
-            return response, self._chunked(reader, limit, deadline), keep
+            return response, self._chunked(conn, limit), keep
         if length is None:
-            return response, self._until_close(reader, limit, deadline), False
+            return response, self._until_close(conn, limit), False
         if not length.isdigit():
             raise ProtocolError(f"{self.config.shown}: bad Content-Length {length[:20]!r}")
         size = int(length)
@@ -197,62 +209,67 @@ class RestTransport:
             raise TransportError(ErrorCode.TOO_LARGE, f"{self.config.shown}: the answer is {size} bytes, "
                                  f"over max-response-bytes={limit}")
         if size < _CHUNK:
-            data = reader.read(size)
-            if len(data) != size:
-                raise _Closed("the answer was cut short")
+            conn.arm()
+            data = conn.reader.read1(size)
+            while len(data) < size:  # more than one read: re-armed each time
+                conn.arm()
+                more = conn.reader.read1(size - len(data))
+                if not more:
+                    raise _Closed("the answer was cut short")
+                data += more
             return response, data, keep
         # Large: one buffer of the announced size (a 64 MB tensor is not copied chunk by chunk).
         buffer = bytearray(size)
         view, got = memoryview(buffer), 0
         while got < size:
-            n = reader.readinto(view[got:got + 16 * _CHUNK])
+            conn.arm()
+            n = conn.reader.readinto(view[got:got + 16 * _CHUNK])
             if not n:
                 raise _Closed("the answer was cut short")
             got += n
-            if time.monotonic() > deadline:
-                raise TimeoutError
         return response, buffer, keep  # type: ignore[return-value]  # bytes-like: json and numpy read it
 
     def _over(self, limit: int) -> TransportError:
         return TransportError(ErrorCode.TOO_LARGE, f"{self.config.shown}: the answer passed "
                                                    f"max-response-bytes={limit}")
 
-    def _chunked(self, reader: io.BufferedReader, limit: int, deadline: float) -> bytes:
+    def _chunked(self, conn: _Connection, limit: int) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
-            size_text = self._line(reader).split(b";", 1)[0].strip()
+            size_text = self._line(conn).split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
                 raise ProtocolError(f"{self.config.shown}: a malformed chunk size") from None
             if size == 0:
-                while self._line(reader) not in (b"\r\n", b"\n"):
+                while self._line(conn) not in (b"\r\n", b"\n"):
                     pass  # trailers
                 return b"".join(parts)
             total += size
             if total > limit:
                 raise self._over(limit)
-            chunk = reader.read(size)
-            if len(chunk) != size:
-                raise _Closed("the answer was cut short")
-            self._line(reader)
+            chunk = b""
+            while len(chunk) < size:
+                conn.arm()
+                more = conn.reader.read1(size - len(chunk))
+                if not more:
+                    raise _Closed("the answer was cut short")
+                chunk += more
+            self._line(conn)
             parts.append(chunk)
-            if time.monotonic() > deadline:
-                raise TimeoutError
 
-    def _until_close(self, reader: io.BufferedReader, limit: int, deadline: float) -> bytes:
+    def _until_close(self, conn: _Connection, limit: int) -> bytes:
         parts: list[bytes] = []
         total = 0
         while True:
-            chunk = reader.read1(_CHUNK)
+            conn.arm()
+            chunk = conn.reader.read1(_CHUNK)
             if not chunk:
                 return b"".join(parts)
             total += len(chunk)
             if total > limit:
                 raise self._over(limit)
-            if time.monotonic() > deadline:
-                raise TimeoutError
             parts.append(chunk)
 
     def _json(self, path: str, what: str) -> Any:
