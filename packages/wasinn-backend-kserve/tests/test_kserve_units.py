@@ -12,6 +12,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as kserve_pb2
 from kserve_servers import Server
 from wasinn_backend_kserve import backend, wire
+from wasinn_backend_kserve import endpoint as endpoint_module
 from wasinn_backend_kserve.config import parse_config
 from wasinn_backend_kserve.endpoint import transport_for
 from wasinn_backend_kserve.protocol import InputTensor
@@ -154,4 +155,6 @@ def test_contexts_on_many_threads_share_one_pool(ks_server: Server) -> None:
     assert not errors
     # 120 inferences (and the load's 3 GETs) over a handful of kept-alive connections.
     assert 1 <= transport.opened <= 6 + 1
-    host.close()
+    host.close()  # the last graph using the endpoint is released: its connections close
+    assert loaded.graph.state.endpoint.config.key not in endpoint_module._shared
+    assert transport._idle.empty()

@@ -57,6 +57,11 @@ def load(model: ModelDescription, hw: Hardware) -> Graph:
 
 
 @hookimpl
+def unload(graph: Graph) -> None:
+    _impl().unload(graph)
+
+
+@hookimpl
 def init_execution_context(graph: Graph) -> Context:
     return _impl().init_execution_context(graph)  # type: ignore[no-any-return]
 

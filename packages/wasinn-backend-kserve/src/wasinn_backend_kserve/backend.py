@@ -76,6 +76,19 @@ def load(model: ModelDescription, hw: Hardware) -> Graph:
     if isinstance(config, Decline):
         raise WasiNnError(config.code, config.reason)
     endpoint = Endpoint(config)
+    try:
+        return _load(config, endpoint)
+    except BaseException:
+        endpoint.release()  # a failed load keeps no connections
+        raise
+
+
+def unload(graph: Graph) -> None:
+    state: RemoteGraph = graph.state
+    state.endpoint.release()
+
+
+def _load(config: EndpointConfig, endpoint: Endpoint) -> Graph:
     endpoint.check_ready()
     meta = endpoint.metadata()
     if not meta.inputs or not meta.outputs:

@@ -22,14 +22,14 @@ log = logging.getLogger("wasinn.kserve")
 T = TypeVar("T")
 
 _shared: dict[tuple[object, ...], Transport] = {}
-_shared_lock = threading.Lock()
+_shared_lock = threading.RLock()
 #: Servers (scheme, host, port, prefix) known to refuse, or to accept, the REST binary extension.
 _no_binary: set[tuple[object, ...]] = set()
 _binary_ok: set[tuple[object, ...]] = set()
 
 
 def transport_for(config: EndpointConfig) -> Transport:
-    with _shared_lock:
+    with _shared_lock:  # re-entrant: acquire() holds it too
         transport = _shared.get(config.key)
         if transport is None:
             if config.grpc:
@@ -42,12 +42,37 @@ def transport_for(config: EndpointConfig) -> Transport:
         return transport
 
 
+_users: dict[tuple[object, ...], int] = {}
+
+
+def acquire(config: EndpointConfig) -> Transport:
+    """The shared transport for ``config``, counted: each loaded graph holds one use."""
+    with _shared_lock:
+        transport = transport_for(config)
+        _users[config.key] = _users.get(config.key, 0) + 1
+        return transport
+
+
+def release(config: EndpointConfig) -> None:
+    """One use fewer; the last one closes the connections (the host closed, the graph unloaded)."""
+    with _shared_lock:
+        left = _users.get(config.key, 0) - 1
+        if left > 0:
+            _users[config.key] = left
+            return
+        _users.pop(config.key, None)
+        transport = _shared.pop(config.key, None)
+    if transport is not None:
+        transport.close()
+
+
 def close_all() -> None:
     """Close every shared transport (tests; a long-lived embedder that re-points its models)."""
     with _shared_lock:
         for transport in _shared.values():
             transport.close()
         _shared.clear()
+        _users.clear()
         _no_binary.clear()
         _binary_ok.clear()
 
@@ -55,12 +80,22 @@ def close_all() -> None:
 class Endpoint:
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
-        self.transport = transport_for(config)
+        self.transport = acquire(config)
         self._server = (config.scheme, config.host, config.port, config.prefix)
         side = config.grpc_side()
         #: Where inference goes: gRPC for a grpc:// URI, or an http(s) one with grpc-port; else REST.
         self.infer_config = side or config
-        self.infer_transport = transport_for(side) if side is not None else self.transport
+        self.infer_transport = acquire(side) if side is not None else self.transport
+        self._released = False
+
+    def release(self) -> None:
+        """Give back this endpoint's uses of the shared transports (once)."""
+        if self._released:
+            return
+        self._released = True
+        release(self.config)
+        if self.infer_config is not self.config:
+            release(self.infer_config)
 
     @property
     def grpc_infer(self) -> bool:
