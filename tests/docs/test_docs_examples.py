@@ -213,8 +213,11 @@ def test_documented_command_parses(page: str, line: str, monkeypatch: pytest.Mon
             options.parse_nn_preload(value)
         if args.target:
             options.parse_target(args.target)
+        options.parse_nn_remotes(args.nn_remote, args.nn_remote_option)
     elif args.command == "explain":
-        resolve_paths(args.paths)
+        remotes = options.parse_nn_remotes(args.nn_remote, args.nn_remote_option)
+        if not (len(args.paths) == 1 and args.paths[0] in remotes):  # a remote's NAME is not a file
+            resolve_paths(args.paths)
         options.parse_target(args.target)
         if args.encoding:
             options.parse_encoding(args.encoding)

@@ -49,6 +49,7 @@ class ModelFormat(str):
     TORCH_EXPORT: ClassVar[ModelFormat]
     GGUF: ClassVar[ModelFormat]
     TENSORFLOW: ClassVar[ModelFormat]
+    REMOTE: ClassVar[ModelFormat]
     UNKNOWN: ClassVar[ModelFormat]
 
     @property
@@ -67,6 +68,8 @@ ModelFormat.TORCH_EXPORT = ModelFormat("torch-export")  # a torch.export program
 ModelFormat.GGUF = ModelFormat("gguf")
 ModelFormat.TENSORFLOW = ModelFormat("tensorflow")
 ModelFormat.UNKNOWN = ModelFormat("unknown")
+# No bytes at all: a name the host mapped to a model on an inference server (see wasinn.remote).
+ModelFormat.REMOTE = ModelFormat("remote")
 
 
 #: The format each explicit encoding promises.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinn.enums import ExecutionTarget, GraphEncoding, ModelFormat
+from wasinn.remote import RemoteModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,9 @@ class ModelDescription:
       ``load_by_name_with_config`` (the guest's) merged over it.
     * ``guest_config`` is the part of ``config`` the guest supplied. It is untrusted: never take a
       host path, a device file or a library to load from it (raise ``INVALID_ARGUMENT`` instead).
+    * ``remote`` is set (and ``format`` is ``ModelFormat.REMOTE``, ``builders`` empty) for a name
+      the host mapped to an inference server (:mod:`wasinn.remote`); only a backend that lists
+      ``ModelFormat.REMOTE`` is asked about it.
     """
 
     format: ModelFormat
@@ -35,6 +39,7 @@ class ModelDescription:
     paths: tuple[Path, ...] | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     guest_config: Mapping[str, Any] = field(default_factory=dict)
+    remote: RemoteModel | None = None
 
     @property
     def size(self) -> int:
@@ -44,6 +49,8 @@ class ModelDescription:
     def describe(self) -> str:
         """A short human description for logs: ``onnx model 'digits' (3.2 kB) for cpu``."""
         label = f" {self.name!r}" if self.name else ""
+        if self.remote is not None:
+            return f"remote model{label} at {self.remote.endpoint} for {self.target.value}"
         return f"{self.format.value} model{label} ({_human(self.size)}) for {self.target.value}"
 
 

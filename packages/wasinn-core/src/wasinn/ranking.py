@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wasinn.enums import ErrorCode
+from wasinn.enums import ErrorCode, ModelFormat
 from wasinn.errors import WasiNnError
 from wasinn.hardware import Hardware
 from wasinn.hookspecs import Decline, Score
@@ -62,6 +62,7 @@ class Ranking:
             "format": self.model.format.value,
             "target": self.model.target.value,
             "forced": self.forced,
+            "remote": self.model.remote.endpoint if self.model.remote else None,
             "winner": winner.backend if winner else None,
             "candidates": [c.to_dict() for c in self.candidates],
         }
@@ -86,6 +87,10 @@ def ask(backend: Backend, model: ModelDescription, hw: Hardware) -> Candidate:
     if not backend.available:
         return Candidate(backend.name, None, f"unavailable: {backend.unavailable}")
     info = backend.info
+    if model.remote is not None and (info is None or ModelFormat.REMOTE not in info.formats):
+        # A backend must say it serves remote models: one that lists no formats is not asked either.
+        return Candidate(backend.name, None, f"serves local models; {model.remote.name!r} is mapped to "
+                                             f"{model.remote.endpoint}", decline_code=ErrorCode.INVALID_ENCODING)
     if info is not None and info.formats and model.format not in info.formats:
         formats = ", ".join(f.value for f in info.formats)
         return Candidate(backend.name, None, f"reads {formats}, not {model.format.value}",

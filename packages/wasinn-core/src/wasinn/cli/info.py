@@ -50,18 +50,28 @@ def backends_command(args: argparse.Namespace) -> int:
 
 def explain_command(args: argparse.Namespace) -> int:
     from wasinn.cli.main import resolve_paths
-    from wasinn.cli.options import parse_encoding, parse_target
+    from wasinn.cli.options import parse_encoding, parse_nn_remotes, parse_target
     from wasinn.host.host import WasiNnHost
 
     host = WasiNnHost()
-    paths = resolve_paths(args.paths)
-    builders = [p.read_bytes() for p in paths]
-    encoding = parse_encoding(args.encoding) if args.encoding else None
-    ranking = host.explain(builders, target=parse_target(args.target), encoding=encoding, paths=paths)
+    remotes = parse_nn_remotes(args.nn_remote, args.nn_remote_option)
+    if len(args.paths) == 1 and args.paths[0] in remotes:
+        # A named remote: which server would serve it, and why (the server is not contacted).
+        name = args.paths[0]
+        uri, options = remotes[name]
+        host.register_remote(name, uri, options=options, target=parse_target(args.target))
+        ranking = host.explain_named(name)
+        shown = ranking.model.describe()
+    else:
+        paths = resolve_paths(args.paths)
+        builders = [p.read_bytes() for p in paths]
+        encoding = parse_encoding(args.encoding) if args.encoding else None
+        ranking = host.explain(builders, target=parse_target(args.target), encoding=encoding, paths=paths)
+        shown = ", ".join(str(p) for p in paths)
     if args.json:
         print_json(ranking.to_dict())
         return 0 if ranking.winner else 1
-    print(f"model:  {', '.join(str(p) for p in paths)}")
+    print(f"model:  {shown}")
     print(f"format: {ranking.model.format.value}   target: {ranking.model.target.value}")
     for position, candidate in enumerate(ranking.candidates, 1):
         score = f"{candidate.score:6g}" if candidate.score is not None else "     -"

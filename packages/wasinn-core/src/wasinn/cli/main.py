@@ -65,8 +65,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command in (None, "explain"):
         explain = sub.add_parser("explain", help="show how each backend scores a model, and the winner")
         add_verbosity(explain, argparse.SUPPRESS)
-        explain.add_argument("paths", nargs="+", metavar="PATH",
-                             help="model file(s); OpenVINO IR: the .xml (and .bin)")
+        explain.add_argument("paths", nargs="+", metavar="PATH|NAME",
+                             help="model file(s) (OpenVINO IR: the .xml and .bin), or the NAME of an --nn-remote")
+        _add_remote_arguments(explain)
         explain.add_argument("--target", default="cpu", metavar="cpu|gpu|tpu")
         explain.add_argument("--encoding", metavar="ENCODING",
                              help="encoding a guest would claim (default: autodetect)")
@@ -104,6 +105,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
                      help="register a named model (format sniffed), or Wasmtime's ENCODING::DIR form")
     run.add_argument("--nn-preload", action="append", default=[], metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
                      help="register a named model, WasmEdge syntax")
+    _add_remote_arguments(run)
     run.add_argument("--backend", metavar="NAME", help="force this backend for every model")
     run.add_argument("--prefer", action="append", default=[], metavar="[FORMAT=]BACKEND[,BACKEND...]",
                      help="break score ties in this order (for one format, or all)")
@@ -112,6 +114,14 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--fuel", type=int, metavar="N", help="trap the guest after N units of fuel")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="trap the guest after this wall time")
     run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
+
+
+def _add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nn-remote", action="append", default=[], metavar="NAME=URI",
+                        help="serve NAME from an inference server (http://HOST:PORT/v2/models/MODEL, "
+                             "grpc://HOST:PORT/MODEL; needs wasinn-backend-kserve)")
+    parser.add_argument("--nn-remote-option", action="append", default=[], metavar="NAME:KEY=VALUE",
+                        help="an option of an --nn-remote (timeout, retries, transport, token-env, tls-ca ...)")
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:

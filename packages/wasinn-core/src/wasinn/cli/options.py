@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wasinn.enums import ExecutionTarget, GraphEncoding
 from wasinn.errors import ConfigurationError
+from wasinn.remote import parse_remote_flag, parse_remote_option
 
 # Wasmtime's --nn-graph ENCODING::DIR looks for these files in DIR.
 WASMTIME_DIR_FILES: dict[GraphEncoding, tuple[str, ...]] = {
@@ -123,3 +124,19 @@ def parse_prefer(value: str) -> tuple[str, list[str]]:
     if not sep:
         key, names = "*", value
     return key.strip() or "*", [n.strip() for n in names.split(",") if n.strip()]
+
+
+def parse_nn_remotes(remotes: list[str], options: list[str]) -> dict[str, tuple[str, dict[str, str]]]:
+    """``--nn-remote NAME=URI`` and ``--nn-remote-option NAME:KEY=VALUE`` -> {name: (uri, options)}."""
+    found: dict[str, tuple[str, dict[str, str]]] = {}
+    for item in remotes:
+        name, uri = parse_remote_flag(item)
+        if name in found:
+            raise ConfigurationError(f"--nn-remote {name}=...: {name} is given twice")
+        found[name] = (uri, {})
+    for item in options:
+        name, key, value = parse_remote_option(item)
+        if name not in found:
+            raise ConfigurationError(f"--nn-remote-option {name}:{key}=...: no --nn-remote {name}=URI")
+        found[name][1][key] = value
+    return found

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import wasmtime
 
-from wasinn.cli.options import parse_dir, parse_env, parse_nn_graph, parse_nn_preload, parse_prefer, parse_target
+from wasinn.cli.options import (
+    parse_dir,
+    parse_env,
+    parse_nn_graph,
+    parse_nn_preload,
+    parse_nn_remotes,
+    parse_prefer,
+    parse_target,
+)
 from wasinn.errors import ConfigurationError
 from wasinn.host.host import WasiNnHost
 
@@ -69,6 +77,8 @@ def run_command(args: argparse.Namespace) -> int:
     for flag in [parse_nn_graph(v) for v in args.nn_graph] + [parse_nn_preload(v) for v in args.nn_preload]:
         host.register_model(flag.name, flag.paths, encoding=flag.encoding,
                             target=flag.target or default_target or "cpu")
+    for name, (uri, options) in parse_nn_remotes(args.nn_remote, args.nn_remote_option).items():
+        host.register_remote(name, uri, options=options, target=default_target or "cpu")
 
     config = wasmtime.Config()
     if args.fuel is not None:

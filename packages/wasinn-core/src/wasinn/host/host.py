@@ -140,6 +140,50 @@ class WasiNnHost:
         return self.named.register(name, source, encoding=encoding, target=target, config=config,
                                    backend=backend)
 
+    def register_remote(
+        self,
+        name: str,
+        uri: str,
+        *,
+        options: Mapping[str, object] | None = None,
+        target: ExecutionTarget | str = ExecutionTarget.CPU,
+        config: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+    ) -> NamedModel:
+        """Make a model on an inference server available to guests as ``load_by_name(name)``.
+
+        ``uri`` names the server and the model (``http://127.0.0.1:8000/v2/models/affine``,
+        ``grpc://127.0.0.1:8001/affine``); ``options`` (timeout, retries, transport, token, TLS
+        files ...) are checked by the backend that serves remote models (wasinn-backend-kserve).
+        Credentials belong here, in the host's configuration, never in a guest's config; they are
+        never logged. The guest does not change: only this registration does.
+        """
+        return self.named.register_remote(name, uri, options=options, target=target, config=config,
+                                          backend=backend)
+
+    def describe_named(self, name: str, config: Mapping[str, Any] | None = None) -> ModelDescription:
+        """The :class:`ModelDescription` backends are asked about for a registered name."""
+        named = self.named.get(name)
+        if named is None:
+            raise WasiNnError(ErrorCode.NOT_FOUND, f"no model named {name!r} is registered")
+        merged = {**named.config, **(config or {})}
+        if named.remote is not None:
+            # No bytes to sniff: the server holds the model. Only a backend that lists
+            # ModelFormat.REMOTE is asked about it (see ranking.ask).
+            return ModelDescription(format=ModelFormat.REMOTE, builders=(), target=named.target, name=name,
+                                    config=merged, guest_config=dict(config or {}), remote=named.remote)
+        try:
+            builders = named.read_builders()
+        except OSError as exc:
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"named model {name!r}: cannot read: {exc}") from exc
+        return self.describe_model(builders, encoding=named.encoding, target=named.target, name=name,
+                                   paths=named.paths, config=merged, guest_config=config)
+
+    def explain_named(self, name: str) -> ranking.Ranking:
+        """Every backend's score for a registered name (for a remote one: which server, and why)."""
+        named = self.named.get(name)
+        return self.rank(self.describe_named(name), backend=named.backend if named else None)
+
     def describe_model(
         self,
         builders: Sequence[bytes | bytearray | memoryview],
@@ -266,12 +310,7 @@ class WasiNnHost:
                 return cached  # type: ignore[no-any-return]
             if self._closed:
                 raise WasiNnError(ErrorCode.RUNTIME_ERROR, "the host is closed")
-            try:
-                builders = named.read_builders()
-            except OSError as exc:
-                raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"named model {name!r}: cannot read: {exc}") from exc
-            model = self.describe_model(builders, encoding=named.encoding, target=named.target, name=name,
-                                        paths=named.paths, config=merged, guest_config=config)
+            model = self.describe_named(name, config)
             loaded = self.load_description(model, backend=named.backend, shared=shared)
             if shared:
                 self.named.loaded[key] = loaded

@@ -16,13 +16,15 @@ from typing import Any
 
 from wasinn.enums import ExecutionTarget, GraphEncoding
 from wasinn.errors import ConfigurationError
+from wasinn.remote import RemoteModel, make_remote
 
 log = logging.getLogger("wasinn.named")
 
 
 @dataclass(frozen=True, slots=True)
 class NamedModel:
-    """A model the embedder registered under ``name``: from files (``paths``) or bytes (``data``)."""
+    """A model the embedder registered under ``name``: from files (``paths``), bytes (``data``) or an
+    inference server (``remote``)."""
 
     name: str
     paths: tuple[Path, ...] | None = None
@@ -31,6 +33,7 @@ class NamedModel:
     target: ExecutionTarget = ExecutionTarget.CPU
     config: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None
+    remote: RemoteModel | None = None
 
     def read_builders(self) -> tuple[bytes, ...]:
         if self.data is not None:
@@ -90,6 +93,31 @@ class NamedModels:
             config=dict(config or {}),
             backend=backend,
         )
+        return self._add(model)
+
+    def register_remote(
+        self,
+        name: str,
+        uri: str,
+        *,
+        options: Mapping[str, object] | None = None,
+        target: ExecutionTarget | str = ExecutionTarget.CPU,
+        config: Mapping[str, Any] | None = None,
+        backend: str | None = None,
+    ) -> NamedModel:
+        remote = make_remote(name, uri, options)
+        model = NamedModel(
+            name=name,
+            target=ExecutionTarget(target) if isinstance(target, str) else target,
+            config=dict(config or {}),
+            backend=backend,
+            remote=remote,
+        )
+        log.debug("named model %s -> %s", name, remote.endpoint)
+        return self._add(model)
+
+    def _add(self, model: NamedModel) -> NamedModel:
+        name = model.name
         with self.lock:
             if name in self._models:
                 # New loads get the new model; graphs already handed to stores stay valid until the
