@@ -3,11 +3,12 @@ cache of models that passed, and the policy variable."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from wasinn import ErrorCode, WasiNnError, isolation
+from wasinn import ErrorCode, WasiNnError
 from wasinn.isolation import POLICIES, ChildProbe, signal_name
 
 ENV = "WASINN_TEST_PROBE"
@@ -95,7 +96,7 @@ def test_another_exit_status_blames_the_model_or_the_probe(tmp_path: Path) -> No
 
 
 def test_a_child_that_cannot_start_is_a_runtime_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(isolation.sys, "executable", str(tmp_path / "no-such-python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(WasiNnError) as excinfo:
         child().run("any", [str(tmp_path / "log"), "ok"])
     assert excinfo.value.code is ErrorCode.RUNTIME_ERROR
