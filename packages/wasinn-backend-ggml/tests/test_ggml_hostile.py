@@ -127,7 +127,7 @@ def test_fuzz_mutated_files_never_kill_the_host(tmp_path: Path) -> None:
 
 
 def test_a_guest_model_is_probed_once(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wasinn_backend_ggml import _probe
+    from wasinn import isolation
 
     runs: list[list[str]] = []
     real_run = subprocess.run
@@ -136,7 +136,7 @@ def test_a_guest_model_is_probed_once(tiny: Path, monkeypatch: pytest.MonkeyPatc
         runs.append(args)
         return real_run(args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(_probe.subprocess, "run", counting_run)
+    monkeypatch.setattr(isolation.subprocess, "run", counting_run)
     data = tiny.read_bytes() + b"\0" * 64  # bytes no other test has probed in this process
     with wasinn.WasiNnHost() as host:
         for _ in range(3):  # three loads of the same bytes, each to a new temporary file

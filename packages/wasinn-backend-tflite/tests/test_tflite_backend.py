@@ -28,6 +28,7 @@ from wasinn import (
     TensorType,
     WasiNnError,
     WasiNnHost,
+    isolation,
 )
 from wasinn.cli.main import main as cli
 from wasinn_backend_tflite import _probe, _runtime, backend
@@ -430,9 +431,9 @@ def test_known_crashers_are_refused_before_any_interpreter(monkeypatch: pytest.M
 
 def test_probe_runs_once_per_model(monkeypatch: pytest.MonkeyPatch, state: StoreState):
     calls = []
-    real = _probe.subprocess.run
-    monkeypatch.setattr(_probe.subprocess, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(_probe, "_passed", type(_probe._passed)())
+    real = isolation.subprocess.run
+    monkeypatch.setattr(isolation.subprocess, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(_probe.CHILD, "passed", type(_probe.CHILD.passed)())
     data = (DATA / "affine.tflite").read_bytes()
     for _ in range(3):
         state.load([data], TFLITE, CPU)  # guest bytes: untrusted, probed

@@ -15,15 +15,10 @@ size and modification time).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
 
-from wasinn import ErrorCode, WasiNnError
+from wasinn.isolation import ChildProbe
 
 PROBE_ENV = "WASINN_GGML_PROBE"
-POLICIES = ("untrusted", "always", "never")
 TIMEOUT_S = 120.0
 
 # Runs in the child. Exit 0 = fine, 3 = llama.cpp refused politely (the parent reports it
@@ -53,25 +48,9 @@ except Exception as exc:
     sys.exit(3)
 """
 
-_passed: set[tuple[str, ...]] = set()
-_lock = threading.Lock()
-
-
-def policy() -> str:
-    value = os.environ.get(PROBE_ENV, "untrusted").strip().lower() or "untrusted"
-    return value if value in POLICIES else "untrusted"
-
-
-def wanted(trusted: bool) -> bool:
-    chosen = policy()
-    return chosen == "always" or (chosen == "untrusted" and not trusted)
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
+CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="GGUF model", crashes="llama.cpp", timeout_s=TIMEOUT_S)
+policy = CHILD.policy
+wanted = CHILD.wanted
 
 
 def probe(path: str, digest: str | None = None) -> None:
@@ -82,23 +61,4 @@ def probe(path: str, digest: str | None = None) -> None:
     """
     stat = os.stat(path)
     key = ("sha256", digest) if digest else (path, str(stat.st_size), str(stat.st_mtime_ns))
-    with _lock:
-        if key in _passed:
-            return
-    try:
-        result = subprocess.run([sys.executable, "-c", _SCRIPT, path], capture_output=True,
-                                timeout=TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"the GGUF model probe did not finish in {TIMEOUT_S:g} s "
-                                                   f"(set {PROBE_ENV}=never to skip probing)") from None
-    except OSError as exc:
-        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"cannot start the GGUF model probe: {exc}") from None
-    if result.returncode < 0:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed GGUF model: it crashes llama.cpp "
-                                                      f"({_signal_name(result.returncode)} in a probe process)")
-    if result.returncode not in (0, 3):
-        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed GGUF model: the probe process failed "
-                                                      f"(exit {result.returncode}: {detail[0]})")
-    with _lock:
-        _passed.add(key)
+    CHILD.run(key, [path])

@@ -466,11 +466,15 @@ class GgmlBackend:
                 "llama_cpp_python": self.version}
         return np.frombuffer(json.dumps(data).encode(), np.uint8)
 
-    def get_output(self, context: Context, index: int) -> np.ndarray:
-        cstate: ContextState = context.state
+    def _output(self, cstate: ContextState, index: int, text: bytes) -> np.ndarray:
+        # Index 1 is WasmEdge's metadata; any other index is the text (all of it, or the last piece).
         if index == 1:
             return self._metadata(cstate)
-        return np.frombuffer(cstate.output, np.uint8) if cstate.output else EMPTY
+        return np.frombuffer(text, np.uint8) if text else EMPTY
+
+    def get_output(self, context: Context, index: int) -> np.ndarray:
+        cstate: ContextState = context.state
+        return self._output(cstate, index, cstate.output)
 
     def compute_single(self, context: Context) -> None:
         cstate: ContextState = context.state
@@ -482,9 +486,7 @@ class GgmlBackend:
 
     def get_output_single(self, context: Context, index: int) -> np.ndarray:
         cstate: ContextState = context.state
-        if index == 1:
-            return self._metadata(cstate)
-        return np.frombuffer(cstate.last_piece, np.uint8) if cstate.last_piece else EMPTY
+        return self._output(cstate, index, cstate.last_piece)
 
     def fini_single(self, context: Context) -> None:
         cstate: ContextState = context.state

@@ -15,17 +15,11 @@ Results are cached by the model's SHA-256, so a model is probed once per process
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import threading
-from collections import OrderedDict
 
-from wasinn import ErrorCode, WasiNnError
+from wasinn import ErrorCode
+from wasinn.isolation import ChildProbe
 
 PROBE_ENV = "WASINN_TFLITE_PROBE"
-POLICIES = ("untrusted", "always", "never")
 TIMEOUT_S = 120.0
 CACHE_SIZE = 256
 
@@ -51,54 +45,14 @@ except Exception as exc:
     sys.exit(3)
 """
 
-_passed: OrderedDict[tuple[str, str, int, bool], bool] = OrderedDict()
-_lock = threading.Lock()
-
-
-def policy() -> str:
-    value = os.environ.get(PROBE_ENV, "untrusted").strip().lower() or "untrusted"
-    return value if value in POLICIES else "untrusted"
-
-
-def wanted(trusted: bool) -> bool:
-    """Whether a model of this provenance must be probed under the current policy."""
-    chosen = policy()
-    return chosen == "always" or (chosen == "untrusted" and not trusted)
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
+# A child that exits oddly (not a signal, not 0 or 3) is the probe's failure, not the model's.
+CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="TFLite model", crashes="the interpreter", timeout_s=TIMEOUT_S,
+                   failure=ErrorCode.RUNTIME_ERROR, cache_size=CACHE_SIZE)
+policy = CHILD.policy
+wanted = CHILD.wanted
 
 
 def probe(data: bytes, module: str, num_threads: int, xnnpack: bool) -> None:
     """Raise WasiNnError(INVALID_ARGUMENT) if building and running ``data`` kills a child process."""
     key = (hashlib.sha256(data).hexdigest(), module, num_threads, xnnpack)
-    with _lock:
-        if key in _passed:
-            _passed.move_to_end(key)
-            return
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", _SCRIPT, module, str(num_threads), "1" if xnnpack else "0"],
-            input=data, capture_output=True, timeout=TIMEOUT_S, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"the TFLite model probe did not finish in {TIMEOUT_S:g} s "
-                                                   f"(set {PROBE_ENV}=never to skip probing)") from None
-    except OSError as exc:
-        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"cannot start the TFLite model probe: {exc}") from None
-    if result.returncode < 0:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed TFLite model: it crashes the interpreter "
-                                                      f"({_signal_name(result.returncode)} in a probe process)")
-    if result.returncode not in (0, 3):
-        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"the TFLite model probe failed (exit {result.returncode}: "
-                                                   f"{detail[0]})")
-    # Exit 3 means the interpreter refused the model politely: the in-process load reports why.
-    with _lock:
-        _passed[key] = True
-        while len(_passed) > CACHE_SIZE:
-            _passed.popitem(last=False)
+    CHILD.run(key, [module, str(num_threads), "1" if xnnpack else "0"], stdin=data)

@@ -263,10 +263,10 @@ def compute(state: StoreState, caller: HostCall, context: int) -> None:
     state.compute(context & U32_MASK)
 
 
-@host_function("get_output")
-def get_output(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int, out_max: int,
-               out_written: int) -> None:
-    memory = GuestMemory.of(caller, state.memory)
+def _copy_out(memory: GuestMemory, what: str, index: int, out_ptr: int, out_max: int,
+              out_written: int) -> Callable[[Any], None]:
+    """Check the bytes-written pointer now; return the callback that copies an output array into the
+    guest's buffer (get_output and get_output_single share it)."""
     memory.check(out_written, 4, "bytes-written out-pointer")
 
     def deliver(array: Any) -> None:  # runs under the graph's lock
@@ -274,11 +274,18 @@ def get_output(state: StoreState, caller: HostCall, context: int, index: int, ou
         if nbytes > (out_max & U32_MASK):
             # Tell the guest how much it needs (WasmEdge and WAMR-ONNX do; harmless for others).
             memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
-            raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index & U32_MASK} is {nbytes} bytes but the "
+            raise WasiNnError(ErrorCode.TOO_LARGE, f"{what} {index & U32_MASK} is {nbytes} bytes but the "
                                                    f"guest buffer holds {out_max & U32_MASK}")
         memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
         memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
 
+    return deliver
+
+
+@host_function("get_output")
+def get_output(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int, out_max: int,
+               out_written: int) -> None:
+    deliver = _copy_out(GuestMemory.of(caller, state.memory), "output", index, out_ptr, out_max, out_written)
     state.read_output(context & U32_MASK, index & U32_MASK, deliver)
 
 
@@ -300,18 +307,7 @@ def compute_single(state: StoreState, caller: HostCall, context: int) -> None:
 @host_function("get_output_single")
 def get_output_single(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int, out_max: int,
                       out_written: int) -> None:
-    memory = GuestMemory.of(caller, state.memory)
-    memory.check(out_written, 4, "bytes-written out-pointer")
-
-    def deliver(array: Any) -> None:  # runs under the graph's lock
-        nbytes = array.nbytes
-        if nbytes > (out_max & U32_MASK):
-            memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
-            raise WasiNnError(ErrorCode.TOO_LARGE, f"step output {index & U32_MASK} is {nbytes} bytes but the "
-                                                   f"guest buffer holds {out_max & U32_MASK}")
-        memory.copy_from_array(out_ptr, array, nbytes, "output buffer")
-        memory.write_u32(out_written, nbytes, "bytes-written out-pointer")
-
+    deliver = _copy_out(GuestMemory.of(caller, state.memory), "step output", index, out_ptr, out_max, out_written)
     state.read_output_single(context & U32_MASK, index & U32_MASK, deliver)
 
 
