@@ -15,6 +15,7 @@ the tokens ``Llama.generate`` gives natively with the same options.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import hashlib
@@ -93,6 +94,9 @@ class Generation:
     generated: list[int] = field(default_factory=list)
     text: bytearray = field(default_factory=bytearray)
     ended: ErrorCode | None = None
+    echo_decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    echo_failed: bool = False
 
 
 @dataclass(eq=False)
@@ -356,7 +360,7 @@ class GgmlBackend:
         ctx.kv_cache_clear()
         started = time.perf_counter()
         self._decode(cstate, tokens, 0)
-        if options.enable_log:
+        if options.log_timings:
             log.info("ggml: prompt of %d tokens evaluated in %.1f ms", len(tokens),
                      (time.perf_counter() - started) * 1000)
         cstate.input_tokens, cstate.output_tokens = len(tokens), 0
@@ -390,10 +394,27 @@ class GgmlBackend:
         gen.text += piece
         if gen.reverse_prompt and gen.text.endswith(gen.reverse_prompt):
             gen.ended = ErrorCode.END_OF_SEQUENCE  # the reverse prompt is delivered, then the stream ends
-        if cstate.options.stream_stdout:
-            sys.stdout.buffer.write(piece)
-            sys.stdout.flush()
+        if cstate.options.stream_stdout and not gen.echo_failed:
+            self._echo(gen, piece)
         return piece
+
+    @staticmethod
+    def _echo(gen: Generation, piece: bytes) -> None:
+        """stream-stdout: the token on the host's stdout. An embedder's stdout may be a text stream
+        with no byte buffer, None or closed: the generation goes on regardless (logged once)."""
+        try:
+            out = sys.stdout
+            buffer = getattr(out, "buffer", None)
+            if buffer is not None:
+                buffer.write(piece)
+            else:
+                # A token may end inside a UTF-8 character: decode across tokens.
+                out.write(gen.echo_decoder.decode(piece))
+            out.flush()
+        except (AttributeError, OSError, ValueError) as exc:
+            gen.echo_failed = True
+            log.warning("ggml: stream-stdout: cannot write to the host's stdout (%s: %s); tokens are no "
+                        "longer echoed", type(exc).__name__, exc)
 
     def piece(self, graph: GraphState, token: int) -> bytes:
         """The token's text bytes (what llama-cpp-python's ``detokenize([token])`` gives), cached per
@@ -427,7 +448,7 @@ class GgmlBackend:
             if exc.code is not ErrorCode.END_OF_SEQUENCE:
                 raise  # CONTEXT_FULL: the text so far is still output 0, as in WasmEdge
         finally:
-            if cstate.options.enable_log:
+            if cstate.options.log_timings:
                 elapsed = time.perf_counter() - started
                 log.info("ggml: %d tokens generated in %.1f ms", len(gen.generated), elapsed * 1000)
 
