@@ -4,15 +4,20 @@ and the context still works afterwards."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
 import sys
+import threading
+from typing import Any
 
 import pytest
+from conftest import WASMEDGE_FUNCTIONS
 from ggml_native import Native
-from test_ggml_backend import GREEDY, PROMPT, open_context, set_bytes
+from test_ggml_backend import GREEDY, PROMPT, open_context, set_bytes, stream
 
+import wasinn
 from wasinn.testing.guest import TrampolineGuest
 
 INVALID_ARGUMENT = 1
@@ -91,3 +96,112 @@ def test_stream_stdout_on_an_embedders_stdout(guest: TrampolineGuest, native: Na
         assert target.getvalue() == expected.decode("utf-8", "replace")  # characters split across tokens joined
     else:
         assert caplog.text.count("cannot write to the host's stdout") == 1  # once per generation
+
+
+def test_many_unknown_keys_are_one_log_line(guest: TrampolineGuest, caplog: pytest.LogCaptureFixture) -> None:
+    # Unknown keys are logged, not fatal; a guest sending thousands (or a huge one) must not flood the log.
+    ctx = open_context(guest, GREEDY)
+    keys = {f"key-{i}": i for i in range(5000)} | {"k" * 100_000: 1}
+    assert set_bytes(guest, ctx, 1, json.dumps(keys).encode()) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "wasinn.ggml"]
+    assert len(lines) == 1 and "'key-0'" in lines[0] and "4993 more" in lines[0] and len(lines[0]) < 1000
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute(ctx).ok
+
+
+@pytest.fixture
+def live_contexts(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the llama_contexts alive (native memory: a KV cache each), through llama.cpp's own calls."""
+    from llama_cpp import llama_cpp as lib
+
+    count = {"live": 0}
+    lock = threading.Lock()
+    init, free = lib.llama_init_from_model, lib.llama_free
+
+    def counted_init(*args: Any) -> Any:
+        ctx = init(*args)
+        if ctx:
+            with lock:
+                count["live"] += 1
+        return ctx
+
+    def counted_free(ctx: Any) -> None:
+        with lock:
+            count["live"] -= 1
+        free(ctx)
+
+    monkeypatch.setattr(lib, "llama_init_from_model", counted_init)
+    monkeypatch.setattr(lib, "llama_free", counted_free)
+    return count
+
+
+def test_llama_contexts_are_freed(host: wasinn.WasiNnHost, live_contexts: dict[str, int]) -> None:
+    for round_ in range(3):
+        guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+        contexts = [open_context(guest, GREEDY) for _ in range(8)]
+        for ctx in contexts:
+            set_bytes(guest, ctx, 0, PROMPT)
+            assert guest.compute_single(ctx).ok  # a stream left open
+        assert live_contexts["live"] == 8
+        for ctx in contexts[:4]:
+            assert guest.finalize_execution_context(ctx).ok
+        assert live_contexts["live"] == 4
+        if round_ == 0:
+            guest.close()  # the store's contexts go with it
+        else:
+            del guest  # or with the store, never closed
+        gc.collect()
+        assert live_contexts["live"] == 0
+    # options that re-create a context's llama_context free the old one
+    guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+    ctx = open_context(guest, GREEDY)
+    set_bytes(guest, ctx, 0, PROMPT)
+    for size in (64, 96, 128, 160):
+        assert set_bytes(guest, ctx, 1, json.dumps({"ctx-size": size}).encode()) == 0
+        assert guest.compute(ctx).ok
+        assert live_contexts["live"] == 1
+    guest.close()
+    assert live_contexts["live"] == 0
+
+
+def test_threads_on_contexts_of_one_graph(host: wasinn.WasiNnHost, native: Native) -> None:
+    # The named model's graph is shared by every store, and its contexts run concurrently (no lock).
+    expected = native.generate(PROMPT, 16).pieces
+    results: dict[int, list[bool]] = {}
+
+    def worker(k: int) -> None:
+        guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+        results[k] = []
+        for _ in range(8):
+            ctx = open_context(guest, GREEDY)
+            set_bytes(guest, ctx, 0, PROMPT)
+            pieces, errno = stream(guest, ctx)
+            results[k].append(pieces == expected and errno == 100)
+            guest.finalize_execution_context(ctx)
+        guest.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {k: [True] * 8 for k in range(3)}
+
+
+def test_finalize_and_unload_with_a_stream_open(guest: TrampolineGuest, native: Native) -> None:
+    expected = native.generate(PROMPT, 16).pieces
+    graph = guest.load([f"preload:{native.path}".encode()], encoding=6, target=3).value
+    assert graph is not None
+    ctx = guest.init_execution_context(graph).value
+    assert ctx is not None
+    set_bytes(guest, ctx, 1, json.dumps(GREEDY).encode())
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute_single(ctx).ok
+    assert guest.unload(graph).ok  # the open stream keeps the model
+    assert stream(guest, ctx) == (expected[1:], 100)
+    assert guest.finalize_execution_context(ctx).ok
+    assert guest.compute_single(ctx).errno == INVALID_ARGUMENT  # the handle is gone
+    assert guest.get_output_single_bytes(ctx, 0)[0].errno == INVALID_ARGUMENT
+    fresh = open_context(guest, GREEDY)  # and a fresh context works
+    set_bytes(guest, fresh, 0, PROMPT)
+    assert stream(guest, fresh) == (expected, 100)

@@ -124,19 +124,36 @@ _LIMITS = {"ctx_size": (0, 1 << 20), "batch_size": (1, 1 << 16), "ubatch_size": 
 def update(options: Options, raw: Mapping[str, Any], *, where: str) -> Options:
     """``options`` with the WasmEdge keys of ``raw`` applied (``where`` names the source for logs)."""
     changes: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if key in UNSUPPORTED:
-            log.warning("ggml: option %s (%s) ignored: %s", key, where, UNSUPPORTED[key])
-            continue
-        if name not in _TYPES:
-            log.warning("ggml: unknown option %s (%s) ignored", _short(key), where)
-            continue
-        converted = _convert(str(key), _TYPES[name], value)
-        low, high = _LIMITS.get(name, (None, None))
-        if low is not None and high is not None and not low <= converted <= high:
-            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"option {key}: {_short(converted)} is outside {low}..{high}")
-        changes[name] = converted
+    unknown: list[str] = []
+    try:
+        for key, value in raw.items():
+            name = str(key).replace("-", "_")
+            if key in UNSUPPORTED:
+                log.warning("ggml: option %s (%s) ignored: %s", key, where, UNSUPPORTED[key])
+                continue
+            if name not in _TYPES:
+                unknown.append(str(key))
+                continue
+            converted = _convert(str(key), _TYPES[name], value)
+            low, high = _LIMITS.get(name, (None, None))
+            if low is not None and high is not None and not low <= converted <= high:
+                raise WasiNnError(ErrorCode.INVALID_ARGUMENT,
+                                  f"option {key}: {_short(converted)} is outside {low}..{high}")
+            changes[name] = converted
+    finally:
+        if unknown:
+            _log_unknown(unknown, where)
     if changes.get("n_predict", 0) < -1:
         changes["n_predict"] = -1  # llama.cpp's -2 ("until the context fills") is -1 here
     return replace(options, **changes)
+
+
+#: Unknown keys named in the log line; a guest's metadata may hold any number of them.
+MAX_LOGGED_KEYS = 8
+
+
+def _log_unknown(unknown: list[str], where: str) -> None:
+    # One line per update, however many keys the guest sent: a guest must not flood the host's log.
+    names = ", ".join(_short(key) for key in unknown[:MAX_LOGGED_KEYS])
+    more = f" and {len(unknown) - MAX_LOGGED_KEYS} more" if len(unknown) > MAX_LOGGED_KEYS else ""
+    log.warning("ggml: unknown option%s %s%s (%s) ignored", "s" if len(unknown) > 1 else "", names, more, where)
