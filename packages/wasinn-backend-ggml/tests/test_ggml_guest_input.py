@@ -205,3 +205,14 @@ def test_finalize_and_unload_with_a_stream_open(guest: TrampolineGuest, native: 
     fresh = open_context(guest, GREEDY)  # and a fresh context works
     set_bytes(guest, fresh, 0, PROMPT)
     assert stream(guest, fresh) == (expected, 100)
+
+
+def test_model_options_that_cannot_apply_are_logged(guest: TrampolineGuest, native: Native,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    # The options table lists tensor-split and main-gpu as read at load: never ignored silently.
+    ctx = open_context(guest, {**GREEDY, "tensor-split": "3,1", "main-gpu": 1})
+    assert "tensor-split '3,1' ignored" in caplog.text
+    assert "main-gpu=1 ignored: this llama.cpp build has no GPU offload" in caplog.text
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute(ctx).ok
+    assert guest.get_output_bytes(ctx, 0)[1] == native.generate(PROMPT, 16).text

@@ -166,6 +166,12 @@ class GgmlBackend:
             log.warning("ggml: n-gpu-layers=%d asked for, but this llama.cpp build has no GPU offload: the "
                         "whole model runs on the CPU", n_gpu_layers)
             n_gpu_layers = 0
+        # The options table lists these as read at load: say plainly when they cannot take effect.
+        if options.tensor_split:
+            log.warning("ggml: tensor-split %r ignored: the model is loaded on a single device",
+                        options.tensor_split[:80])
+        if options.main_gpu != 0 and not gpu_offload():
+            log.warning("ggml: main-gpu=%d ignored: this llama.cpp build has no GPU offload", options.main_gpu)
         params = self.llama.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = options.main_gpu
