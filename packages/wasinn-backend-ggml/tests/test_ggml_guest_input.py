@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from conftest import WASMEDGE_FUNCTIONS
 from ggml_native import Native
-from test_ggml_backend import GREEDY, PROMPT, open_context, set_bytes, stream
+from test_ggml_backend import GREEDY, PROMPT, PROMPT_TOO_LONG, open_context, set_bytes, stream
+from wasinn_backend_ggml.testing import vocabulary
 
 import wasinn
 from wasinn.testing.guest import TrampolineGuest
@@ -102,6 +103,7 @@ def test_many_unknown_keys_are_one_log_line(guest: TrampolineGuest, caplog: pyte
     # Unknown keys are logged, not fatal; a guest sending thousands (or a huge one) must not flood the log.
     ctx = open_context(guest, GREEDY)
     keys = {f"key-{i}": i for i in range(5000)} | {"k" * 100_000: 1}
+    caplog.clear()  # the load's own lines
     assert set_bytes(guest, ctx, 1, json.dumps(keys).encode()) == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "wasinn.ggml"]
     assert len(lines) == 1 and "'key-0'" in lines[0] and "4993 more" in lines[0] and len(lines[0]) < 1000
@@ -214,5 +216,38 @@ def test_model_options_that_cannot_apply_are_logged(guest: TrampolineGuest, nati
     assert "tensor-split '3,1' ignored" in caplog.text
     assert "main-gpu=1 ignored: this llama.cpp build has no GPU offload" in caplog.text
     set_bytes(guest, ctx, 0, PROMPT)
+    assert guest.compute(ctx).ok
+    assert guest.get_output_bytes(ctx, 0)[1] == native.generate(PROMPT, 16).text
+
+
+def test_a_prompt_no_context_can_hold_is_not_tokenized(guest: TrampolineGuest, native: Native,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tokenizing takes ~45 bytes of host memory per prompt byte: a guest's 1 GiB prompt (within the
+    # tensor limit) would take the host down. Past what any context of the model can hold, it is
+    # refused untokenized, PromptTooLong; a prompt under the bound is tokenized as before.
+    from llama_cpp import _internals
+
+    tokenized: list[int] = []
+    tokenize = _internals.LlamaModel.tokenize
+
+    def spy(self: Any, text: bytes, add_bos: bool, special: bool) -> list[int]:
+        tokenized.append(len(text))
+        return tokenize(self, text, add_bos, special)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(_internals.LlamaModel, "tokenize", spy)
+    ctx = open_context(guest, GREEDY)
+    bound = guest.state.context(ctx).context.state.graph.max_prompt_bytes
+    longest = max(len(t.encode()) for t in vocabulary()[0])
+    assert bound == (4096 + 256) * longest  # the tiny model trained on 256 tokens: the 4096 floor
+    huge = b"the " * (bound // 4 + 1)
+    assert set_bytes(guest, ctx, 0, huge) == 0
+    assert tokenized == []
+    assert guest.compute(ctx).errno == PROMPT_TOO_LONG
+    assert guest.compute_single(ctx).errno == PROMPT_TOO_LONG
+    assert json.loads(guest.get_output_bytes(ctx, 1)[1])["input_tokens"] == 0
+    near = b"a" * (bound - 1)  # could still fit by the bound's reckoning: tokenized, then counted
+    assert set_bytes(guest, ctx, 0, near) == 0 and tokenized == [len(near)]
+    assert guest.compute(ctx).errno == PROMPT_TOO_LONG
+    assert set_bytes(guest, ctx, 0, PROMPT) == 0  # the context still works
     assert guest.compute(ctx).ok
     assert guest.get_output_bytes(ctx, 0)[1] == native.generate(PROMPT, 16).text

@@ -73,6 +73,8 @@ class GraphState:
     n_ctx_train: int
     n_embd: int
     pooling_declared: bool
+    #: A longer prompt cannot fit any context of this model: refused untokenized (see _prompt_bound).
+    max_prompt_bytes: int = 1 << 62
     pieces: dict[int, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     contexts: int = 0
@@ -109,12 +111,24 @@ class ContextState:
     n_batch: int = 1
     prompt: bytes = b""
     prompt_tokens: list[int] = field(default_factory=list)
+    too_long: int = 0  # the byte length of a prompt refused untokenized (0: none)
     stream: Generation | None = None
     last_piece: bytes = b""
     output: bytes = b""
     input_tokens: int = 0
     output_tokens: int = 0
     closed: bool = False
+
+
+def _prompt_bound(info: validate.GgufInfo, n_ctx_train: int) -> int:
+    """The most prompt bytes that may fit the largest context a guest can ask for: every token stands
+    for at most as many bytes as its longest text in the vocabulary ("<0x41>" or "▁the" are longer
+    than the bytes they stand for), plus llama.cpp's rounding of ctx-size."""
+    tokens = info.metadata.get("tokenizer.ggml.tokens")
+    longest = max((len(t.encode("utf-8", "replace")) for t in tokens if isinstance(t, str)), default=1) \
+        if isinstance(tokens, list) else 1
+    n_ctx = max(n_ctx_train, MIN_CTX_LIMIT) + 256  # as _llama_context caps it (ctx-size 0: n_ctx_train)
+    return n_ctx * max(longest, 1)
 
 
 class GgmlBackend:
@@ -188,7 +202,8 @@ class GgmlBackend:
         arch = info.architecture or "?"
         state = GraphState(model=llama_model, path=path, options=options, temp_path=temp_path,
                            n_ctx_train=llama_model.n_ctx_train(), n_embd=llama_model.n_embd(),
-                           pooling_declared=f"{arch}.pooling_type" in info.metadata)
+                           pooling_declared=f"{arch}.pooling_type" in info.metadata,
+                           max_prompt_bytes=_prompt_bound(info, llama_model.n_ctx_train()))
         device = "gpu" if n_gpu_layers != 0 else "cpu"
         log.info("ggml: loaded %s model (%d tensors, vocabulary of %d) on the %s", arch, len(info.tensors),
                  info.n_vocab, device)
@@ -286,16 +301,25 @@ class GgmlBackend:
     # -- inputs ------------------------------------------------------------------------------------
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         cstate: ContextState = context.state
-        data = bytes(tensor.data)
         if index == 0:
-            cstate.prompt = data
             cstate.stream = None  # a new prompt ends any stream
             cstate.last_piece = b""
+            size = memoryview(tensor.data).nbytes
+            if size > cstate.graph.max_prompt_bytes:
+                # Tokenizing costs ~45 bytes of host memory per prompt byte: a guest's 1 GiB prompt
+                # would take the host down. Neither tokenized nor kept; compute says PromptTooLong.
+                cstate.prompt, cstate.prompt_tokens, cstate.too_long = b"", [], size
+                cstate.input_tokens, cstate.output_tokens = 0, 0
+                log.warning("ggml: a prompt of %d bytes cannot fit any context of this model (at most %d "
+                            "bytes): not tokenized", size, cstate.graph.max_prompt_bytes)
+                return
+            data = bytes(tensor.data)
+            cstate.prompt, cstate.too_long = data, 0
             # Tokenized now, as WasmEdge does: guests read input_tokens (output 1) before compute.
             cstate.prompt_tokens = self._tokenize(cstate) if data else []
             cstate.input_tokens, cstate.output_tokens = len(cstate.prompt_tokens), 0
             return
-        text = data.rstrip(b"\0")
+        text = bytes(tensor.data).rstrip(b"\0")
         if not text.strip():
             return
         try:
@@ -341,6 +365,9 @@ class GgmlBackend:
 
     @staticmethod
     def _prompt_tokens(cstate: ContextState) -> list[int]:
+        if cstate.too_long:
+            raise _error(ErrorCode.PROMPT_TOO_LONG, f"the prompt is {cstate.too_long} bytes; no context of this "
+                                                    f"model holds more than {cstate.graph.max_prompt_bytes}")
         if not cstate.prompt:
             raise _error(ErrorCode.INVALID_ARGUMENT, "no prompt: set input 0 first")
         return cstate.prompt_tokens
