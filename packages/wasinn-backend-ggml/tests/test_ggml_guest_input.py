@@ -251,3 +251,14 @@ def test_a_prompt_no_context_can_hold_is_not_tokenized(guest: TrampolineGuest, n
     assert set_bytes(guest, ctx, 0, PROMPT) == 0  # the context still works
     assert guest.compute(ctx).ok
     assert guest.get_output_bytes(ctx, 0)[1] == native.generate(PROMPT, 16).text
+
+
+def test_metadata_is_bounded_as_a_load_config_is(guest: TrampolineGuest, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = open_context(guest, GREEDY)
+    big = json.dumps({"reverse-prompt": "x" * (1 << 20)}).encode()
+    assert set_bytes(guest, ctx, 1, big) == INVALID_ARGUMENT
+    assert "is too long" in caplog.text
+    assert guest.load_by_name("default", big.decode()).errno == INVALID_ARGUMENT  # the same bound
+    ok = json.dumps({"reverse-prompt": "x" * 1000}).encode()
+    assert set_bytes(guest, ctx, 1, ok) == 0
+    assert guest.state.context(ctx).context.state.options.reverse_prompt == "x" * 1000

@@ -56,6 +56,9 @@ OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", Te
 PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 TOP_K, MIN_P, TYPICAL_P = 40, 0.05, 1.0  # llama-cpp-python's defaults (WasmEdge sends no keys for them)
 EMPTY = np.zeros(0, np.uint8)
+#: Options are a few keys: the cap wasinn puts on load_by_name_with_config's config (parsing JSON
+#: costs several times its size in host memory).
+MAX_METADATA_BYTES = 1 << 20
 #: ctx-size is capped at the model's training context, or this where that is smaller.
 MIN_CTX_LIMIT = 4096
 
@@ -319,6 +322,10 @@ class GgmlBackend:
             cstate.prompt_tokens = self._tokenize(cstate) if data else []
             cstate.input_tokens, cstate.output_tokens = len(cstate.prompt_tokens), 0
             return
+        size = memoryview(tensor.data).nbytes
+        if size > MAX_METADATA_BYTES:
+            raise _error(ErrorCode.INVALID_ARGUMENT, f"metadata (input 1) of {size} bytes is too long (at most "
+                                                     f"{MAX_METADATA_BYTES}, as for a load config)")
         text = bytes(tensor.data).rstrip(b"\0")
         if not text.strip():
             return
