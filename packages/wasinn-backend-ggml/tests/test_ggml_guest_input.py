@@ -262,3 +262,25 @@ def test_metadata_is_bounded_as_a_load_config_is(guest: TrampolineGuest, caplog:
     ok = json.dumps({"reverse-prompt": "x" * 1000}).encode()
     assert set_bytes(guest, ctx, 1, ok) == 0
     assert guest.state.context(ctx).context.state.options.reverse_prompt == "x" * 1000
+
+
+def test_calls_in_the_wrong_order(guest: TrampolineGuest, native: Native) -> None:
+    expected = native.generate(PROMPT, 16)
+    ctx = open_context(guest, GREEDY)
+    call, piece = guest.get_output_single_bytes(ctx, 0)
+    assert call.ok and piece == b""  # no step yet: no bytes, as in WasmEdge
+    assert guest.compute_single(ctx).errno == INVALID_ARGUMENT  # no prompt
+    assert guest.fini_single(ctx).ok  # no stream: nothing to end
+    assert set_bytes(guest, ctx, 0, b"") == 0 and guest.compute(ctx).errno == INVALID_ARGUMENT  # empty prompt
+    set_bytes(guest, ctx, 0, PROMPT)
+    assert stream(guest, ctx) == (expected.pieces, 100)
+    assert guest.compute_single(ctx).errno == 100  # still ended, until fini_single or a new prompt
+    assert guest.compute(ctx).ok  # compute after the end: the whole generation again
+    assert guest.get_output_bytes(ctx, 0)[1] == expected.text
+    assert guest.compute_single(ctx).ok  # compute_single after compute: a new stream
+    assert set_bytes(guest, ctx, 0, PROMPT) == 0  # a new prompt mid-stream starts over
+    assert guest.get_output_single_bytes(ctx, 0)[1] == b""
+    assert stream(guest, ctx) == (expected.pieces, 100)
+    assert guest.finalize_execution_context(ctx).ok
+    for call in (guest.compute_single, guest.fini_single, guest.compute):
+        assert call(ctx).errno == INVALID_ARGUMENT  # after finalize: an unknown handle
