@@ -8,15 +8,17 @@ import gc
 import io
 import json
 import logging
+import math
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import WASMEDGE_FUNCTIONS
 from ggml_native import Native
 from test_ggml_backend import GREEDY, PROMPT, PROMPT_TOO_LONG, open_context, set_bytes, stream
-from wasinn_backend_ggml.testing import vocabulary
+from wasinn_backend_ggml.testing import TinyLlama, vocabulary, write_tiny_llama
 
 import wasinn
 from wasinn.testing.guest import TrampolineGuest
@@ -284,3 +286,27 @@ def test_calls_in_the_wrong_order(guest: TrampolineGuest, native: Native) -> Non
     assert guest.finalize_execution_context(ctx).ok
     for call in (guest.compute_single, guest.fini_single, guest.compute):
         assert call(ctx).errno == INVALID_ARGUMENT  # after finalize: an unknown handle
+
+
+def _strict(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_an_overflowing_model_still_gives_json(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Huge weights: llama.cpp's arithmetic overflows and the embedding is NaN (natively too). The
+    # output must stay JSON that strict parsers read (null, as WasmEdge writes), with a log line.
+    path = write_tiny_llama(tmp_path / "overflow.gguf", TinyLlama(weight_scale=1e12))
+    native = Native(path).embed("hello world")
+    broken = [i for i, v in enumerate(native) if not math.isfinite(v)]
+    assert broken  # the model really overflows
+    with wasinn.WasiNnHost() as host:
+        host.register_model("default", path)
+        guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+        ctx = open_context(guest, {"embedding": True, "ctx-size": 128})
+        set_bytes(guest, ctx, 0, b"hello world")
+        assert guest.compute(ctx).ok
+        output = json.loads(guest.get_output_bytes(ctx, 0)[1], parse_constant=_strict)
+        assert [i for i, v in enumerate(output["embedding"]) if v is None] == broken
+        assert [v for v in output["embedding"] if v is not None] == [v for v in native if math.isfinite(v)]
+        assert f"holds {len(broken)} values that are not finite" in caplog.text
+        guest.close()

@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -514,10 +515,17 @@ class GgmlBackend:
             pointer = llama.llama_get_embeddings_seq(ctx.ctx, 0)
         if not pointer:
             raise _error(ErrorCode.RUNTIME_ERROR, "llama.cpp returned no embedding")
-        vector = [float(v) for v in pointer[:n_embd]]
+        vector: list[float | None] = [float(v) for v in pointer[:n_embd]]
+        broken = sum(1 for v in vector if v is not None and not math.isfinite(v))
+        if broken:
+            # JSON has no NaN or Infinity: guests' strict parsers (serde_json, ...) would fail on the
+            # whole output. null, as WasmEdge's JSON library writes them; logged.
+            log.warning("ggml: the embedding holds %d values that are not finite (the model's arithmetic "
+                        "overflowed): written as null", broken)
+            vector = [v if v is not None and math.isfinite(v) else None for v in vector]
         ctx.kv_cache_clear()
         cstate.input_tokens, cstate.output_tokens = len(tokens), 0
-        return json.dumps({"n_embedding": n_embd, "embedding": vector}).encode()
+        return json.dumps({"n_embedding": n_embd, "embedding": vector}, allow_nan=False).encode()
 
     # -- outputs -----------------------------------------------------------------------------------
     def _metadata(self, cstate: ContextState) -> np.ndarray:
