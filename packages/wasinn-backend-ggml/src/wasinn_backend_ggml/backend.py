@@ -375,7 +375,8 @@ class GgmlBackend:
     def _prompt_tokens(cstate: ContextState) -> list[int]:
         if cstate.too_long:
             raise _error(ErrorCode.PROMPT_TOO_LONG, f"the prompt is {cstate.too_long} bytes; no context of this "
-                                                    f"model holds more than {cstate.graph.max_prompt_bytes}")
+                                                    f"model can hold more than {cstate.graph.max_prompt_bytes} "
+                                                    f"bytes of prompt")
         if not cstate.prompt:
             raise _error(ErrorCode.INVALID_ARGUMENT, "no prompt: set input 0 first")
         return cstate.prompt_tokens
