@@ -193,3 +193,19 @@ def test_component_tensors_honour_any_length() -> None:
     assert new_tensor_entry([1], wasinn.TensorType.U8, b"hello", any_length=True).data == b"hello"
     with pytest.raises(wasinn.WasiNnError):  # the rank and dimension bounds still hold
         new_tensor_entry([1 << 33], wasinn.TensorType.U8, b"hello", any_length=True)
+
+
+def test_step_output_index_out_of_range_is_invalid_argument(wguest: TrampolineGuest,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # get_output_single checks its index as get_output does: the model declares one output here.
+    graph = wguest.load([make_model(2)])
+    c = wguest.init_execution_context(graph.value).value  # type: ignore[arg-type]
+    assert c is not None
+    wguest.set_input(c, 0, np.frombuffer(b"hello", np.uint8))
+    assert wguest.compute_single(c).ok
+    assert wguest.get_output_bytes(c, 1)[0].errno == 1
+    for index in (1, 7, 0xFFFFFFFF):
+        assert wguest.get_output_single_bytes(c, index)[0].errno == 1
+    assert "step output index 7 out of range" in caplog.text
+    call, piece = wguest.get_output_single_bytes(c, 0)  # the context is still usable
+    assert call.ok and piece == b"he"

@@ -15,11 +15,13 @@ the tokens ``Llama.generate`` gives natively with the same options.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -55,6 +57,9 @@ OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", Te
 PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 TOP_K, MIN_P, TYPICAL_P = 40, 0.05, 1.0  # llama-cpp-python's defaults (WasmEdge sends no keys for them)
 EMPTY = np.zeros(0, np.uint8)
+#: Options are a few keys: the cap wasinn puts on load_by_name_with_config's config (parsing JSON
+#: costs several times its size in host memory).
+MAX_METADATA_BYTES = 1 << 20
 #: ctx-size is capped at the model's training context, or this where that is smaller.
 MIN_CTX_LIMIT = 4096
 
@@ -72,6 +77,8 @@ class GraphState:
     n_ctx_train: int
     n_embd: int
     pooling_declared: bool
+    #: A longer prompt cannot fit any context of this model: refused untokenized (see _prompt_bound).
+    max_prompt_bytes: int = 1 << 62
     pieces: dict[int, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     contexts: int = 0
@@ -93,6 +100,9 @@ class Generation:
     generated: list[int] = field(default_factory=list)
     text: bytearray = field(default_factory=bytearray)
     ended: ErrorCode | None = None
+    echo_decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    echo_failed: bool = False
 
 
 @dataclass(eq=False)
@@ -105,12 +115,24 @@ class ContextState:
     n_batch: int = 1
     prompt: bytes = b""
     prompt_tokens: list[int] = field(default_factory=list)
+    too_long: int = 0  # the byte length of a prompt refused untokenized (0: none)
     stream: Generation | None = None
     last_piece: bytes = b""
     output: bytes = b""
     input_tokens: int = 0
     output_tokens: int = 0
     closed: bool = False
+
+
+def _prompt_bound(info: validate.GgufInfo, n_ctx_train: int) -> int:
+    """The most prompt bytes that may fit the largest context a guest can ask for: every token stands
+    for at most as many bytes as its longest text in the vocabulary ("<0x41>" or "▁the" are longer
+    than the bytes they stand for), plus llama.cpp's rounding of ctx-size."""
+    tokens = info.metadata.get("tokenizer.ggml.tokens")
+    longest = max((len(t.encode("utf-8", "replace")) for t in tokens if isinstance(t, str)), default=1) \
+        if isinstance(tokens, list) else 1
+    n_ctx = max(n_ctx_train, MIN_CTX_LIMIT) + 256  # as _llama_context caps it (ctx-size 0: n_ctx_train)
+    return n_ctx * max(longest, 1)
 
 
 class GgmlBackend:
@@ -162,6 +184,12 @@ class GgmlBackend:
             log.warning("ggml: n-gpu-layers=%d asked for, but this llama.cpp build has no GPU offload: the "
                         "whole model runs on the CPU", n_gpu_layers)
             n_gpu_layers = 0
+        # The options table lists these as read at load: say plainly when they cannot take effect.
+        if options.tensor_split:
+            log.warning("ggml: tensor-split %r ignored: the model is loaded on a single device",
+                        options.tensor_split[:80])
+        if options.main_gpu != 0 and not gpu_offload():
+            log.warning("ggml: main-gpu=%d ignored: this llama.cpp build has no GPU offload", options.main_gpu)
         params = self.llama.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = options.main_gpu
@@ -178,7 +206,8 @@ class GgmlBackend:
         arch = info.architecture or "?"
         state = GraphState(model=llama_model, path=path, options=options, temp_path=temp_path,
                            n_ctx_train=llama_model.n_ctx_train(), n_embd=llama_model.n_embd(),
-                           pooling_declared=f"{arch}.pooling_type" in info.metadata)
+                           pooling_declared=f"{arch}.pooling_type" in info.metadata,
+                           max_prompt_bytes=_prompt_bound(info, llama_model.n_ctx_train()))
         device = "gpu" if n_gpu_layers != 0 else "cpu"
         log.info("ggml: loaded %s model (%d tensors, vocabulary of %d) on the %s", arch, len(info.tensors),
                  info.n_vocab, device)
@@ -276,16 +305,29 @@ class GgmlBackend:
     # -- inputs ------------------------------------------------------------------------------------
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         cstate: ContextState = context.state
-        data = bytes(tensor.data)
         if index == 0:
-            cstate.prompt = data
             cstate.stream = None  # a new prompt ends any stream
             cstate.last_piece = b""
+            size = memoryview(tensor.data).nbytes
+            if size > cstate.graph.max_prompt_bytes:
+                # Tokenizing costs ~45 bytes of host memory per prompt byte: a guest's 1 GiB prompt
+                # would take the host down. Neither tokenized nor kept; compute says PromptTooLong.
+                cstate.prompt, cstate.prompt_tokens, cstate.too_long = b"", [], size
+                cstate.input_tokens, cstate.output_tokens = 0, 0
+                log.warning("ggml: a prompt of %d bytes cannot fit any context of this model (at most %d "
+                            "bytes): not tokenized", size, cstate.graph.max_prompt_bytes)
+                return
+            data = bytes(tensor.data)
+            cstate.prompt, cstate.too_long = data, 0
             # Tokenized now, as WasmEdge does: guests read input_tokens (output 1) before compute.
             cstate.prompt_tokens = self._tokenize(cstate) if data else []
             cstate.input_tokens, cstate.output_tokens = len(cstate.prompt_tokens), 0
             return
-        text = data.rstrip(b"\0")
+        size = memoryview(tensor.data).nbytes
+        if size > MAX_METADATA_BYTES:
+            raise _error(ErrorCode.INVALID_ARGUMENT, f"metadata (input 1) of {size} bytes is too long (at most "
+                                                     f"{MAX_METADATA_BYTES}, as for a load config)")
+        text = bytes(tensor.data).rstrip(b"\0")
         if not text.strip():
             return
         try:
@@ -331,6 +373,10 @@ class GgmlBackend:
 
     @staticmethod
     def _prompt_tokens(cstate: ContextState) -> list[int]:
+        if cstate.too_long:
+            raise _error(ErrorCode.PROMPT_TOO_LONG, f"the prompt is {cstate.too_long} bytes; no context of this "
+                                                    f"model can hold more than {cstate.graph.max_prompt_bytes} "
+                                                    f"bytes of prompt")
         if not cstate.prompt:
             raise _error(ErrorCode.INVALID_ARGUMENT, "no prompt: set input 0 first")
         return cstate.prompt_tokens
@@ -356,7 +402,7 @@ class GgmlBackend:
         ctx.kv_cache_clear()
         started = time.perf_counter()
         self._decode(cstate, tokens, 0)
-        if options.enable_log:
+        if options.log_timings:
             log.info("ggml: prompt of %d tokens evaluated in %.1f ms", len(tokens),
                      (time.perf_counter() - started) * 1000)
         cstate.input_tokens, cstate.output_tokens = len(tokens), 0
@@ -390,10 +436,27 @@ class GgmlBackend:
         gen.text += piece
         if gen.reverse_prompt and gen.text.endswith(gen.reverse_prompt):
             gen.ended = ErrorCode.END_OF_SEQUENCE  # the reverse prompt is delivered, then the stream ends
-        if cstate.options.stream_stdout:
-            sys.stdout.buffer.write(piece)
-            sys.stdout.flush()
+        if cstate.options.stream_stdout and not gen.echo_failed:
+            self._echo(gen, piece)
         return piece
+
+    @staticmethod
+    def _echo(gen: Generation, piece: bytes) -> None:
+        """stream-stdout: the token on the host's stdout. An embedder's stdout may be a text stream
+        with no byte buffer, None or closed: the generation goes on regardless (logged once)."""
+        try:
+            out = sys.stdout
+            buffer = getattr(out, "buffer", None)
+            if buffer is not None:
+                buffer.write(piece)
+            else:
+                # A token may end inside a UTF-8 character: decode across tokens.
+                out.write(gen.echo_decoder.decode(piece))
+            out.flush()
+        except (AttributeError, OSError, ValueError) as exc:
+            gen.echo_failed = True
+            log.warning("ggml: stream-stdout: cannot write to the host's stdout (%s: %s); tokens are no "
+                        "longer echoed", type(exc).__name__, exc)
 
     def piece(self, graph: GraphState, token: int) -> bytes:
         """The token's text bytes (what llama-cpp-python's ``detokenize([token])`` gives), cached per
@@ -427,7 +490,7 @@ class GgmlBackend:
             if exc.code is not ErrorCode.END_OF_SEQUENCE:
                 raise  # CONTEXT_FULL: the text so far is still output 0, as in WasmEdge
         finally:
-            if cstate.options.enable_log:
+            if cstate.options.log_timings:
                 elapsed = time.perf_counter() - started
                 log.info("ggml: %d tokens generated in %.1f ms", len(gen.generated), elapsed * 1000)
 
@@ -453,10 +516,17 @@ class GgmlBackend:
             pointer = llama.llama_get_embeddings_seq(ctx.ctx, 0)
         if not pointer:
             raise _error(ErrorCode.RUNTIME_ERROR, "llama.cpp returned no embedding")
-        vector = [float(v) for v in pointer[:n_embd]]
+        vector: list[float | None] = [float(v) for v in pointer[:n_embd]]
+        broken = sum(1 for v in vector if v is not None and not math.isfinite(v))
+        if broken:
+            # JSON has no NaN or Infinity: guests' strict parsers (serde_json, ...) would fail on the
+            # whole output. null, as WasmEdge's JSON library writes them; logged.
+            log.warning("ggml: the embedding holds %d values that are not finite (the model's arithmetic "
+                        "overflowed): written as null", broken)
+            vector = [v if v is not None and math.isfinite(v) else None for v in vector]
         ctx.kv_cache_clear()
         cstate.input_tokens, cstate.output_tokens = len(tokens), 0
-        return json.dumps({"n_embedding": n_embd, "embedding": vector}).encode()
+        return json.dumps({"n_embedding": n_embd, "embedding": vector}, allow_nan=False).encode()
 
     # -- outputs -----------------------------------------------------------------------------------
     def _metadata(self, cstate: ContextState) -> np.ndarray:

@@ -39,6 +39,9 @@ class TinyLlama:
     #: an answer ends there (the weights do not depend on it).
     eos_id: int = 2
     dtype: str = "f32"  # or "f16" (half the bytes: the benchmark's bigger model)
+    #: The layers' weight scale. Huge values overflow llama.cpp's arithmetic (NaN activations): a
+    #: broken but well-formed model, for the tests of what such a model outputs.
+    weight_scale: float = 0.08
 
 
 def vocabulary() -> tuple[list[str], list[float], list[int]]:
@@ -62,7 +65,7 @@ def write_tiny_llama(path: str | Path, spec: TinyLlama = TinyLlama(), *, tokens:
     dtype = np.float16 if spec.dtype == "f16" else np.float32
     head_dim = spec.n_embd // spec.n_head
 
-    def weight(*shape: int, scale: float = 0.08) -> np.ndarray:
+    def weight(*shape: int, scale: float = spec.weight_scale) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(dtype)
 
     def norm(n: int) -> np.ndarray:

@@ -313,9 +313,7 @@ class StoreState:
         """Hand output ``index`` (C-contiguous, possibly a view of the runtime's buffer) to ``consume``
         while the graph's lock is held, so that no other context of the graph can overwrite it."""
         entry = self.context(context_handle)
-        if entry.output_count and not 0 <= index < entry.output_count:
-            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"output index {index} out of range: the model has "
-                                                          f"{entry.output_count} output(s)")
+        _check_output_index(entry, index, "output")
         with entry.loaded.lock:
             result = call_backend(entry.loaded.backend, "get_output", entry.get_output, entry.context, index)
             if not isinstance(result, np.ndarray):
@@ -352,6 +350,7 @@ class StoreState:
         """Like :meth:`read_output`, for the output of the last ``compute_single`` step."""
         entry = self.context(context_handle)
         hook = self._streaming(entry, "get_output_single", entry.get_output_single)
+        _check_output_index(entry, index, "step output")  # the same outputs as get_output's
         with entry.loaded.lock:
             result = call_backend(entry.loaded.backend, "get_output_single", hook, entry.context, index)
             if not isinstance(result, np.ndarray):
@@ -380,6 +379,12 @@ class StoreState:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown execution context handle {context_handle}")
         _finalize_context(entry)
         _release_if_unused(tables, entry.loaded)
+
+
+def _check_output_index(entry: ContextEntry, index: int, what: str) -> None:
+    if entry.output_count and not 0 <= index < entry.output_count:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{what} index {index} out of range: the model has "
+                                                      f"{entry.output_count} output(s)")
 
 
 def _any_length(entry: ContextEntry, index: int) -> bool:
