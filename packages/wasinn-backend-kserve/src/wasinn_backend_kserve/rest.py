@@ -134,7 +134,9 @@ class RestTransport:
                 + (f"Content-Length: {length}\r\n" if body or method == "POST" else "")
                 + "\r\n").encode("latin-1")
         for attempt in (0, 1):
-            conn, reused = self._take()
+            # The second try always opens a new connection: when the server closed one kept-alive
+            # connection (a restart, its keep-alive timeout), it closed the other idle ones too.
+            conn, reused = self._take() if attempt == 0 else (self._connect(), False)
             conn.deadline = time.monotonic() + self.config.timeout
             conn.sock.settimeout(self.config.timeout)
             try:
@@ -155,6 +157,7 @@ class RestTransport:
             except (OSError, _Closed, ValueError) as exc:
                 conn.close()
                 if reused and attempt == 0:
+                    self.close()  # the rest of the idle pool is as stale: drop it, not one per call
                     continue  # a kept-alive connection the server had closed: once more on a new one
                 raise TransportError(ErrorCode.RUNTIME_ERROR, f"{method} {self.config.shown}: the connection "
                                      f"failed: {_why(exc)}", retryable=True) from None

@@ -1,0 +1,133 @@
+"""Release review: each test here failed before the fix it names (see the commit that added it)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from kserve_servers import Server
+from wasinn_backend_kserve.config import parse_config
+from wasinn_backend_kserve.protocol import (
+    InputTensor,
+    ModelMeta,
+    OutputTensor,
+    ProtocolError,
+    TensorMeta,
+    check_outputs,
+)
+from wasinn_backend_kserve.rest import RestTransport
+
+from wasinn.errors import ConfigurationError
+from wasinn.remote import make_remote
+
+X = np.ones((1, 4), np.float32)
+
+
+def _infer(transport: RestTransport) -> list[OutputTensor]:
+    return transport.infer("affine", "", [InputTensor("x", "FP32", (1, 4), X.tobytes())], ["y"], binary=False)
+
+
+def test_every_stale_pooled_connection_is_survived_after_a_restart(own_kserve: Server) -> None:
+    # Threads on one endpoint leave several kept-alive connections idle in the pool; a server
+    # restart (or its keep-alive timeout) closes them all. Before the fix the retry took the next
+    # stale connection from the pool and the guest's infer failed with "the connection failed".
+    transport = RestTransport(parse_config(make_remote("affine", own_kserve.rest())))
+    try:
+        held = [transport._take()[0] for _ in range(3)]  # three open connections, as three threads would
+        for conn in held:
+            transport._give_back(conn)
+        assert transport.opened == 3
+        own_kserve.stop()
+        own_kserve.start()
+        [y] = _infer(transport)  # a POST: the endpoint does not retry it, the pool must cope
+        np.testing.assert_array_equal(np.asarray(y.values, np.float32).reshape(1, 4), np.full((1, 4), 3.0))
+        [y] = _infer(transport)  # and the next call needs no stale round trip either
+        assert transport.opened <= 5
+    finally:
+        transport.close()
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[int, list[bytes]]]:
+    """A raw HTTP/1.1 listener on 127.0.0.1 that records each request head and answers 200, empty."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    heads: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        break
+                    data += more
+                heads.append(data)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], heads
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_a_uri_path_prefix_cannot_inject_headers(recorder: tuple[int, list[bytes]]) -> None:
+    # Before the fix the prefix was sent unquoted: %0D%0A in the URI split the request line.
+    port, heads = recorder
+    uri = f"http://127.0.0.1:{port}/my%20models%0D%0AX-Injected:%201/v2/models/affine"
+    transport = RestTransport(parse_config(make_remote("affine", uri)))
+    try:
+        assert transport.server_ready()
+    finally:
+        transport.close()
+    [head] = heads
+    request_line, *header_lines = head.split(b"\r\n")
+    assert request_line == b"GET /my%20models%0D%0AX-Injected%3A%201/v2/health/ready HTTP/1.1"
+    assert not any(line.lower().startswith(b"x-injected") for line in header_lines)
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "abc\ndef", "t\x00k", "tök"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_showing_it(token: str) -> None:
+    # Before the fix it went into "Authorization: Bearer ..." as it was: a second header.
+    remote = make_remote("affine", "http://127.0.0.1:9/v2/models/affine", {"token": token})
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config(remote)
+    assert "token" in str(caught.value)
+    assert token not in str(caught.value) and "abc" not in str(caught.value)
+
+
+META_INT = ModelMeta("m", (), "", (TensorMeta("x", "FP32", (4,)),), (TensorMeta("y", "INT8", (4,)),))
+META_U8 = ModelMeta("m", (), "", (TensorMeta("x", "FP32", (4,)),), (TensorMeta("y", "UINT8", (4,)),))
+META_F16 = ModelMeta("m", (), "", (TensorMeta("x", "FP32", (4,)),), (TensorMeta("y", "FP16", (4,)),))
+
+
+@pytest.mark.parametrize(("meta", "values", "words"), [
+    (META_INT, [1, 2, 3, 300], "INT8"),  # wrapped to 44 before the fix
+    (META_U8, [1, 2, 3, -1], "UINT8"),  # wrapped to 255
+    (META_INT, [1, 2, 3, 1.5], "not whole"),  # truncated to 1
+    (META_F16, [1, 2, 3, 1e10], "out of range for FP16"),  # became inf
+    (META_U8, [True, False, True, True], "not a list of numbers"),
+    (META_INT, [1, 2, 3, "4"], "not a list of numbers"),  # numpy parsed the string before the fix
+])
+def test_json_values_that_do_not_fit_the_datatype_are_refused(meta: ModelMeta, values: list[object],
+                                                              words: str) -> None:
+    answer = [OutputTensor("y", meta.outputs[0].datatype, (4,), values=values)]
+    with pytest.raises(ProtocolError) as caught:
+        check_outputs(meta, answer)
+    assert words in caught.value.message
+
+
+def test_json_values_that_fit_are_kept_exactly() -> None:
+    [y] = check_outputs(META_INT, [OutputTensor("y", "INT8", (4,), values=[-128, 0, 1, 127])])
+    assert y.dtype == np.int8 and y.tolist() == [-128, 0, 1, 127]
+    meta = ModelMeta("m", (), "", (), (TensorMeta("y", "FP32", (2,)),))
+    [y] = check_outputs(meta, [OutputTensor("y", "FP32", (2,), values=[1, 2.5])])
+    assert y.dtype == np.float32 and y.tolist() == [1.0, 2.5]
