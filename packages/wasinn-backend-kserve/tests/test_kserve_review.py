@@ -20,6 +20,7 @@ from wasinn_backend_kserve.protocol import (
 )
 from wasinn_backend_kserve.rest import RestTransport
 
+from wasinn import WasiNnError
 from wasinn.errors import ConfigurationError
 from wasinn.remote import make_remote
 
@@ -131,3 +132,40 @@ def test_json_values_that_fit_are_kept_exactly() -> None:
     meta = ModelMeta("m", (), "", (), (TensorMeta("y", "FP32", (2,)),))
     [y] = check_outputs(meta, [OutputTensor("y", "FP32", (2,), values=[1, 2.5])])
     assert y.dtype == np.float32 and y.tolist() == [1.0, 2.5]
+
+
+def test_a_flood_of_interim_answers_is_a_protocol_error_and_the_connection_is_closed() -> None:
+    # Before the fix each "100 Continue" recursed once more: RecursionError (not a wasi-nn error)
+    # after about a thousand, and the connection stayed open while the error lived.
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed_by_client: list[bool] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 5000
+                             + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                conn.settimeout(30)  # a guard only: the client closes at once
+                closed_by_client.append(conn.recv(1) == b"")
+            except TimeoutError:
+                closed_by_client.append(False)
+            except OSError:
+                closed_by_client.append(True)  # reset by the client's close: closed too
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    uri = f"http://127.0.0.1:{listener.getsockname()[1]}/v2/models/affine"
+    transport = RestTransport(parse_config(make_remote("affine", uri)))
+    try:
+        with pytest.raises(WasiNnError) as caught:
+            transport.server_ready()
+        assert "interim" in caught.value.message
+        thread.join(timeout=60)
+        assert closed_by_client == [True]
+    finally:
+        transport.close()
+        listener.close()
