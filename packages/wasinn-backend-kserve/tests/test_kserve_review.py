@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from kserve_servers import Server
 from wasinn_backend_kserve.config import parse_config
+from wasinn_backend_kserve.endpoint import Endpoint
 from wasinn_backend_kserve.protocol import (
     InputTensor,
     ModelMeta,
@@ -20,7 +23,7 @@ from wasinn_backend_kserve.protocol import (
 )
 from wasinn_backend_kserve.rest import RestTransport
 
-from wasinn import WasiNnError
+from wasinn import ErrorCode, WasiNnError
 from wasinn.errors import ConfigurationError
 from wasinn.remote import make_remote
 
@@ -169,3 +172,45 @@ def test_a_flood_of_interim_answers_is_a_protocol_error_and_the_connection_is_cl
     finally:
         transport.close()
         listener.close()
+
+
+class StartingUp(http.server.BaseHTTPRequestHandler):
+    """A server that is still starting: /v2/health/ready answers 503 twice, then 200."""
+
+    protocol_version = "HTTP/1.1"
+    asked: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        StartingUp.asked.append(self.path)
+        status = 503 if self.path == "/v2/health/ready" and StartingUp.asked.count(self.path) <= 2 else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.mark.parametrize(("retries", "ready"), [("2", True), ("1", False)])
+def test_readiness_503_is_retried_as_documented(retries: str, ready: bool, caplog: pytest.LogCaptureFixture) -> None:
+    # docs/scale-out.md: retries cover HTTP 429/502/503/504, readiness and metadata always. Before the
+    # fix a 503 from /v2/health/ready gave busy at once, whatever retries said.
+    StartingUp.asked.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StartingUp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}/v2/models/affine"
+    endpoint = Endpoint(parse_config(make_remote("affine", uri, {"retries": retries})))
+    try:
+        if ready:
+            endpoint.check_ready()
+        else:
+            with pytest.raises(WasiNnError) as caught:
+                endpoint.check_ready()
+            assert caught.value.code is ErrorCode.BUSY and "HTTP 503" in caught.value.message
+        assert StartingUp.asked.count("/v2/health/ready") == int(retries) + 1
+        assert "server readiness failed (try 1 of" in caplog.text
+    finally:
+        endpoint.release()
+        server.shutdown()
+        server.server_close()

@@ -306,6 +306,10 @@ class RestTransport:
         status, _, data = self.request("GET", path)
         if status in (401, 403, 404):  # not a matter of waiting: say why now
             raise status_error(status, what, data.decode(errors="replace"))
+        if status in (429, 502, 503, 504):
+            # Starting up or overloaded: busy, and retried like any idempotent call (docs: retries).
+            error = status_error(status, what, data.decode(errors="replace"))
+            raise TransportError(ErrorCode.BUSY, error.message, retryable=True, status=status)
         return status == 200
 
     def server_ready(self) -> bool:
