@@ -214,3 +214,24 @@ def test_readiness_503_is_retried_as_documented(retries: str, ready: bool, caplo
         endpoint.release()
         server.shutdown()
         server.server_close()
+
+
+def test_the_output_description_cache_keeps_descriptions_never_data() -> None:
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb2
+    from wasinn_backend_kserve import wire
+
+    def answer(values: list[float], *, raw: bool) -> bytes:
+        message = pb2.ModelInferResponse(model_name="affine")
+        out = message.outputs.add(name="y", datatype="FP32", shape=[1, 4])
+        if raw:
+            message.raw_output_contents.append(np.asarray(values, "<f4").tobytes())
+        else:
+            out.contents.fp32_contents.extend(values)
+        return message.SerializeToString()
+
+    for raw in (True, False, True, False):  # the second of each kind meets a warm cache
+        for values in ([1, 2, 3, 4], [5, 6, 7, 8]):
+            [y] = wire.decode_infer_response(answer(values, raw=raw))
+            assert (y.name, y.datatype, y.shape) == ("y", "FP32", (1, 4))
+            got = np.frombuffer(y.raw, "<f4") if raw else np.asarray(y.values)
+            assert got.tolist() == values
