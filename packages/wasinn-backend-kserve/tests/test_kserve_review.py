@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from kserve_servers import Server
+from wasinn_backend_kserve import backend
 from wasinn_backend_kserve.config import parse_config
 from wasinn_backend_kserve.endpoint import Endpoint
 from wasinn_backend_kserve.protocol import (
@@ -23,11 +24,13 @@ from wasinn_backend_kserve.protocol import (
 )
 from wasinn_backend_kserve.rest import RestTransport
 
-from wasinn import ErrorCode, WasiNnError
+import wasinn
+from wasinn import ErrorCode, Tensor, WasiNnError
 from wasinn.errors import ConfigurationError
 from wasinn.remote import make_remote
 
 X = np.ones((1, 4), np.float32)
+TOKEN = "review-s3cret-token"
 
 
 def _infer(transport: RestTransport) -> list[OutputTensor]:
@@ -235,3 +238,92 @@ def test_the_output_description_cache_keeps_descriptions_never_data() -> None:
             assert (y.name, y.datatype, y.shape) == ("y", "FP32", (1, 4))
             got = np.frombuffer(y.raw, "<f4") if raw else np.asarray(y.values)
             assert got.tolist() == values
+
+
+# -- checked during the review, already right (kept as regression tests) -------------------------
+
+@pytest.mark.parametrize("route", ["rest", "grpc"])
+def test_hooks_out_of_order_and_tensors_that_do_not_fit_the_metadata(route: str, ks_server: Server) -> None:
+    host = wasinn.WasiNnHost()
+    host.register_remote("affine", ks_server.rest() if route == "rest" else ks_server.grpc())
+    graph = host.load_named("affine").graph
+    try:
+        context = backend.init_execution_context(graph)
+        with pytest.raises(WasiNnError) as caught:
+            backend.compute(context)
+        assert caught.value.code is ErrorCode.INVALID_ARGUMENT and "before set_input" in caught.value.message
+        with pytest.raises(WasiNnError) as caught:
+            backend.get_output(context, 0)
+        assert caught.value.code is ErrorCode.INVALID_ARGUMENT and "before a successful compute" in caught.value.message
+        for bad in (np.ones((1, 4), np.int32), np.ones((4,), np.float32), np.ones((1, 5), np.float32),
+                    np.ones((1, 1, 4), np.float32)):
+            with pytest.raises(WasiNnError) as caught:
+                backend.set_input(context, 0, Tensor.from_numpy(bad))
+            assert caught.value.code is ErrorCode.INVALID_ARGUMENT and "f32[?,4]" in caught.value.message
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)  # the context still works after all that
+        backend.set_input(context, 0, Tensor.from_numpy(x))
+        backend.compute(context)
+        np.testing.assert_array_equal(backend.get_output(context, 0), 2 * x + 1)
+    finally:
+        host.close()
+
+
+def test_grpc_contexts_on_many_threads_share_one_channel(ks_server: Server) -> None:
+    host = wasinn.WasiNnHost()
+    host.register_remote("affine", ks_server.grpc())
+    graph = host.load_named("affine").graph
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            context = backend.init_execution_context(graph)
+            for i in range(20):
+                x = np.full((3, 4), seed * 100 + i, np.float32)
+                backend.set_input(context, 0, Tensor.from_numpy(x))
+                backend.compute(context)
+                np.testing.assert_array_equal(backend.get_output(context, 0), 2 * x + 1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    host.close()
+    assert not errors
+
+
+def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
+        recorder: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture) -> None:
+    elsewhere, heads = recorder
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{elsewhere}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host = wasinn.WasiNnHost()
+    host.register_remote("affine", f"http://127.0.0.1:{server.server_address[1]}/v2/models/affine",
+                         options={"token": TOKEN, "retries": "0"})
+    try:
+        with pytest.raises(WasiNnError) as caught:
+            host.load_named("affine")
+        # Before the fix: busy, "the server is not ready", which sends the user looking in the wrong place.
+        assert caught.value.code is ErrorCode.RUNTIME_ERROR and "redirect, not followed" in caught.value.message
+        assert heads == []  # nothing (and no token) went to the Location
+        assert TOKEN not in caught.value.message and TOKEN not in caplog.text
+    finally:
+        host.close()
+        server.shutdown()
+        server.server_close()

@@ -304,7 +304,7 @@ class RestTransport:
 
     def _ready(self, path: str, what: str) -> bool:
         status, _, data = self.request("GET", path)
-        if status in (401, 403, 404):  # not a matter of waiting: say why now
+        if status in (401, 403, 404) or 300 <= status < 400:  # not a matter of waiting: say why now
             raise status_error(status, what, data.decode(errors="replace"))
         if status in (429, 502, 503, 504):
             # Starting up or overloaded: busy, and retried like any idempotent call (docs: retries).
