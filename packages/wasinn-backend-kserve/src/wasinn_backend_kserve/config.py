@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from wasinn.errors import ConfigurationError
 from wasinn.remote import RemoteModel
@@ -32,6 +33,7 @@ KNOWN = frozenset({"transport", "timeout", "connect-timeout", "retries", "versio
                    "token-file", "tls-ca", "tls-cert", "tls-key", "max-response-bytes", "json-max-bytes",
                    "pool-size", "grpc-port"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +105,21 @@ def _token(remote: RemoteModel) -> str | None:
     key = given[0]
     value = remote.options[key]
     if key == "token":
-        return value
-    if key == "token-env":
-        token = os.environ.get(value)
+        token = value
+    elif key == "token-env":
+        token = os.environ.get(value, "")
         if not token:
             raise ConfigurationError(f"remote {remote.name}: token-env: ${value} is not set")
-        return token
-    try:
-        return Path(value).expanduser().read_text().strip()
-    except OSError as exc:
-        raise ConfigurationError(f"remote {remote.name}: token-file: cannot read it ({exc.strerror})") from None
+    else:
+        try:
+            token = Path(value).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"remote {remote.name}: token-file: cannot read it ({exc.strerror})") from None
+    # It goes into an HTTP header / gRPC metadata as it is: a CR or LF would start a header of its own.
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise ConfigurationError(f"remote {remote.name}: {key}: the token must be printable ASCII without "
+                                 "spaces (it is sent as 'Authorization: Bearer TOKEN'; not shown here)")
+    return token
 
 
 def _tls_file(remote: RemoteModel, key: str) -> str | None:
@@ -145,7 +152,8 @@ def parse_config(remote: RemoteModel) -> EndpointConfig:
     prefix = ""
     if "v2" in segments and segments[segments.index("v2") + 1:segments.index("v2") + 2] == ["models"]:
         at = segments.index("v2")
-        prefix = "/" + "/".join(segments[:at]) if at else ""
+        # Quoted again: sent as it is in the request line, a decoded %0D%0A would start a header.
+        prefix = "/" + "/".join(quote(s, safe="") for s in segments[:at]) if at else ""
         segments = segments[at + 2:]
     elif not scheme.startswith("grpc"):
         raise ConfigurationError(f"remote {remote.name}: {remote.endpoint}: expected a path "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -134,15 +134,35 @@ def check_outputs(meta: ModelMeta, outputs: Sequence[OutputTensor]) -> list[np.n
                 raise ProtocolError(f"output {want.name!r}: {got.values.size} values for shape {list(got.shape)}")
             array = got.values.reshape(got.shape)
         else:
-            try:
-                flat = np.asarray(got.values, dtype=np.float64 if kind in (TensorType.F16, TensorType.F32,
-                                                                            TensorType.F64) else np.int64)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise ProtocolError(f"output {want.name!r}: data is not a list of numbers ({exc})") from None
-            if flat.size != count:
-                raise ProtocolError(f"output {want.name!r}: {flat.size} values for shape {list(got.shape)}")
-            if kind is TensorType.BF16:
-                raise ProtocolError(f"output {want.name!r}: BF16 cannot travel as JSON")
-            array = flat.reshape(got.shape).astype(kind.numpy_dtype)
+            array = _from_values(want, kind, got.values, got.shape)
         arrays.append(array)
     return arrays
+
+
+def _from_values(want: TensorMeta, kind: TensorType, values: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """JSON (or gRPC ``*_contents``) values as an array of ``kind``, refusing what a cast would
+    change: out of range (300 as INT8 would wrap to 44), not whole (1.5 as INT32), not numbers."""
+    if kind is TensorType.BF16:
+        raise ProtocolError(f"output {want.name!r}: BF16 cannot travel as JSON")
+    try:
+        flat = np.asarray(values)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"output {want.name!r}: data is not a list of numbers ({exc})") from None
+    # Booleans, strings, objects (ragged lists, ints past 64 bits): not numbers of this datatype.
+    if flat.dtype.kind not in "iuf":
+        raise ProtocolError(f"output {want.name!r}: data is not a list of numbers ({flat.dtype})")
+    flat = flat.reshape(-1)  # JSON data may be nested or flat (the v2 protocol allows both)
+    if flat.size != math.prod(shape):
+        raise ProtocolError(f"output {want.name!r}: {flat.size} values for shape {list(shape)}")
+    target = np.dtype(kind.numpy_dtype)
+    if flat.size and target.kind in "iu":
+        if flat.dtype.kind == "f" and not bool(np.all(np.isfinite(flat) & (flat == np.trunc(flat)))):
+            raise ProtocolError(f"output {want.name!r}: a value is not whole, the metadata says {want.datatype}")
+        info = np.iinfo(cast(Any, target))  # numpy's stubs want a concrete integer type
+        if flat.min() < info.min or flat.max() > info.max:
+            raise ProtocolError(f"output {want.name!r}: a value is out of range for {want.datatype}")
+    with np.errstate(over="ignore"):
+        array = flat.astype(target).reshape(shape)
+    if flat.size and target.kind == "f" and not bool(np.all(np.isfinite(array.reshape(-1)) | ~np.isfinite(flat))):
+        raise ProtocolError(f"output {want.name!r}: a value is out of range for {want.datatype}")
+    return array

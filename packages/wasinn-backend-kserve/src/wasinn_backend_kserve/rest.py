@@ -35,6 +35,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 _CHUNK = 1 << 20
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
+_MAX_INTERIM = 10  # 1xx answers before the real one (a server looping on them is broken)
 
 
 class _Closed(Exception):
@@ -134,7 +135,9 @@ class RestTransport:
                 + (f"Content-Length: {length}\r\n" if body or method == "POST" else "")
                 + "\r\n").encode("latin-1")
         for attempt in (0, 1):
-            conn, reused = self._take()
+            # The second try always opens a new connection: when the server closed one kept-alive
+            # connection (a restart, its keep-alive timeout), it closed the other idle ones too.
+            conn, reused = self._take() if attempt == 0 else (self._connect(), False)
             conn.deadline = time.monotonic() + self.config.timeout
             conn.sock.settimeout(self.config.timeout)
             try:
@@ -149,12 +152,13 @@ class RestTransport:
                 conn.close()
                 raise TransportError(ErrorCode.RUNTIME_ERROR, f"{method} {self.config.shown}: no answer within "
                                      f"{self.config.timeout:g} s (option timeout)", retryable=True) from None
-            except TransportError:
-                conn.close()
+            except (TransportError, ProtocolError):
+                conn.close()  # not left open for as long as the error (and its traceback) lives
                 raise
             except (OSError, _Closed, ValueError) as exc:
                 conn.close()
                 if reused and attempt == 0:
+                    self.close()  # the rest of the idle pool is as stale: drop it, not one per call
                     continue  # a kept-alive connection the server had closed: once more on a new one
                 raise TransportError(ErrorCode.RUNTIME_ERROR, f"{method} {self.config.shown}: the connection "
                                      f"failed: {_why(exc)}", retryable=True) from None
@@ -176,6 +180,15 @@ class RestTransport:
 
     def _read(self, conn: _Connection) -> tuple[Response, bytes, bool]:
         """Status line, headers, body; and whether the connection may be kept."""
+        for _ in range(_MAX_INTERIM + 1):
+            parts, status, fields = self._head(conn)
+            if not 100 <= status < 200:
+                break  # 100 Continue and friends come before the real answer
+        else:
+            raise ProtocolError(f"{self.config.shown}: over {_MAX_INTERIM} interim (1xx) answers")
+        return self._body(conn, parts, status, fields)
+
+    def _head(self, conn: _Connection) -> tuple[list[bytes], int, dict[str, str]]:
         status_line = self._line(conn)
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -192,8 +205,10 @@ class RestTransport:
             fields[name.strip().lower()] = value.strip()
         else:
             raise ProtocolError(f"{self.config.shown}: over {_MAX_HEADERS} HTTP header lines")
-        if 100 <= status < 200:
-            return self._read(conn)  # 100 Continue and friends: the real answer follows
+        return parts, status, fields
+
+    def _body(self, conn: _Connection, parts: list[bytes], status: int,
+              fields: dict[str, str]) -> tuple[Response, bytes, bool]:
         response = Response(status, fields)
         keep = parts[0] == b"HTTP/1.1" and fields.get("connection", "").lower() != "close"
         limit = self.config.max_response_bytes
@@ -289,8 +304,12 @@ class RestTransport:
 
     def _ready(self, path: str, what: str) -> bool:
         status, _, data = self.request("GET", path)
-        if status in (401, 403, 404):  # not a matter of waiting: say why now
+        if status in (401, 403, 404) or 300 <= status < 400:  # not a matter of waiting: say why now
             raise status_error(status, what, data.decode(errors="replace"))
+        if status in (429, 502, 503, 504):
+            # Starting up or overloaded: busy, and retried like any idempotent call (docs: retries).
+            error = status_error(status, what, data.decode(errors="replace"))
+            raise TransportError(ErrorCode.BUSY, error.message, retryable=True, status=status)
         return status == 200
 
     def server_ready(self) -> bool:

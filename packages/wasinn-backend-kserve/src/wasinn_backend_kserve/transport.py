@@ -48,6 +48,10 @@ def status_error(status: int, what: str, detail: str) -> TransportError:
     """The guest's error for an HTTP status (gRPC codes are mapped to the same meanings)."""
     detail = detail.strip().replace("\n", " ")[:300]
     message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
+    if 300 <= status < 400:
+        # Not followed: the token would go wherever the Location says, and the URI is the host's to set.
+        return TransportError(ErrorCode.RUNTIME_ERROR, f"{what}: HTTP {status}: a redirect, not followed (give "
+                              "the server's final URI)", status=status)
     if status == 404:
         return TransportError(ErrorCode.NOT_FOUND, message, status=status)
     if status in (400, 422):

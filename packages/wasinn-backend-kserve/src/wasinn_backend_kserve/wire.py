@@ -207,28 +207,47 @@ def _contents(data: memoryview) -> list[Any] | np.ndarray:
     return values
 
 
+#: An output's description (name, datatype, shape) by its encoded bytes: the same in every answer of
+#: one model and shape, so a tiny inference does not parse it again (bounded, like ``_prefixes``).
+_described: dict[bytes, tuple[str, str, tuple[int, ...]]] = {}
+
+
+def _output(value: memoryview) -> tuple[str, str, tuple[int, ...], list[Any] | np.ndarray | None]:
+    """One ``InferOutputTensor``: name 1, datatype 2, shape 3, contents 5."""
+    key = bytes(value)
+    known = _described.get(key)
+    if known is not None:
+        return (*known, None)
+    name = datatype = ""
+    shape: list[int] = []
+    values: list[Any] | np.ndarray | None = None
+    for inner, inner_kind, inner_value in fields(value):
+        if inner == 1 and inner_kind == _BYTES:
+            name = bytes(inner_value).decode()
+        elif inner == 2 and inner_kind == _BYTES:
+            datatype = bytes(inner_value).decode()
+        elif inner == 3:
+            _shape(inner_kind, inner_value, shape)
+        elif inner == 5 and inner_kind == _BYTES:
+            values = _contents(inner_value)
+    if values is None and len(key) <= 1024:  # contents are data: never kept
+        if len(_described) > 256:
+            _described.clear()
+        _described[key] = (name, datatype, tuple(shape))
+    return name, datatype, tuple(shape), values
+
+
 def decode_infer_response(data: bytes) -> list[OutputTensor]:
     """``ModelInferResponse``: outputs 5 (name 1, datatype 2, shape 3, contents 5), raw_output_contents 6."""
-    described: list[dict[str, Any]] = []
+    described: list[tuple[str, str, tuple[int, ...], list[Any] | np.ndarray | None]] = []
     raws: list[memoryview] = []
     for number, kind, value in fields(data):
         if number == 5 and kind == _BYTES:
-            item: dict[str, Any] = {"name": "", "datatype": "", "shape": [], "values": None}
-            for inner, inner_kind, inner_value in fields(value):
-                if inner == 1 and inner_kind == _BYTES:
-                    item["name"] = bytes(inner_value).decode()
-                elif inner == 2 and inner_kind == _BYTES:
-                    item["datatype"] = bytes(inner_value).decode()
-                elif inner == 3:
-                    _shape(inner_kind, inner_value, item["shape"])
-                elif inner == 5 and inner_kind == _BYTES:
-                    item["values"] = _contents(inner_value)
-            described.append(item)
+            described.append(_output(value))
         elif number == 6 and kind == _BYTES:
             raws.append(value)
     if raws and len(raws) != len(described):
         raise ProtocolError(f"the answer has {len(raws)} raw output contents for {len(described)} outputs")
-    return [OutputTensor(item["name"], item["datatype"], tuple(item["shape"]),
-                         raw=raws[i] if raws else None,
-                         values=None if raws else (item["values"] if item["values"] is not None else []))
-            for i, item in enumerate(described)]
+    return [OutputTensor(name, datatype, shape, raw=raws[i] if raws else None,
+                         values=None if raws else (values if values is not None else []))
+            for i, (name, datatype, shape, values) in enumerate(described)]
