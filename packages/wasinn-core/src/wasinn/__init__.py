@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from wasinn.hardware import Cpu, Device, Hardware
     from wasinn.hookspecs import BackendInfo, Context, Decline, Graph, Score, hookimpl
     from wasinn.host.host import WasiNnHost
-    from wasinn.host.limits import Limits
+    from wasinn.limits import Limits
     from wasinn.host.named import NamedModel
     from wasinn.host.state import StoreState
     from wasinn.model import ModelDescription
@@ -36,7 +36,7 @@ _LAZY = {
     "Cpu": "wasinn.hardware", "Device": "wasinn.hardware", "Hardware": "wasinn.hardware",
     "BackendInfo": "wasinn.hookspecs", "Context": "wasinn.hookspecs", "Decline": "wasinn.hookspecs",
     "Graph": "wasinn.hookspecs", "Score": "wasinn.hookspecs", "hookimpl": "wasinn.hookspecs",
-    "WasiNnHost": "wasinn.host.host", "Limits": "wasinn.host.limits", "NamedModel": "wasinn.host.named",
+    "WasiNnHost": "wasinn.host.host", "Limits": "wasinn.limits", "NamedModel": "wasinn.host.named",
     "StoreState": "wasinn.host.state", "ModelDescription": "wasinn.model",
     "Candidate": "wasinn.ranking", "Ranking": "wasinn.ranking",
     "Tensor": "wasinn.tensor", "TensorSpec": "wasinn.tensor",

@@ -14,6 +14,11 @@ class WasiNnError(Exception):
     """
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        # Runtimes' messages can quote a guest's model: never let one carry a newline or a terminal
+        # escape into a log line.
+        if not message.isprintable():
+            from wasinn.guestlog import printable
+            message = printable(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -15,6 +15,12 @@ from wasinn.enums import ModelFormat
 Buffer = bytes | bytearray | memoryview
 
 
+#: Formats whose files carry code that their runtime runs while loading or computing (TorchScript's
+#: Python source and pickles, ``torch.export``'s pickles and sympy expressions). A guest's bytes in one
+#: of them are refused unless the embedder sets ``Limits.allow_guest_code``.
+CODE_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT})
+
+
 def detect_format(builders: Sequence[Buffer]) -> ModelFormat:
     """The format of a model given as graph builders (one buffer, or IR's XML + weights)."""
     if not builders:

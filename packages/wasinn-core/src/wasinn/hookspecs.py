@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import pluggy
 
+from wasinn.budget import ContextBudget
 from wasinn.enums import ErrorCode, ExecutionTarget, ModelFormat, TensorType
 from wasinn.errors import WasiNnError
 from wasinn.hardware import Device, Hardware
@@ -71,6 +72,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 __all__ = [
     "BackendInfo",
     "Context",
+    "ContextBudget",
     "Decline",
     "Device",
     "ErrorCode",
@@ -104,6 +106,7 @@ class BackendInfo:
     concurrent_contexts: bool = True
     summary: str = ""
     unavailable: str | None = None
+    code_formats: tuple[ModelFormat, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +128,15 @@ class Decline:
     ``code`` is what the guest receives if this backend was forced (``--backend``): usually
     ``INVALID_ENCODING`` for a format it cannot read, ``UNSUPPORTED_OPERATION`` for a target it
     cannot meet.
+
+    ``malformed=True`` says more than "not me": the file is broken or hostile for its format (your
+    verifier refused it). That ends the ranking: no runner-up is handed a file the backend that knows
+    the format best has refused, and the guest gets ``code`` (use ``INVALID_ARGUMENT``).
     """
 
     reason: str
     code: ErrorCode = ErrorCode.INVALID_ENCODING
+    malformed: bool = False
 
 
 @dataclass(slots=True)
@@ -150,11 +158,17 @@ class Context:
     """An execution context of a graph, returned by ``init_execution_context``.
 
     Must be cheap to create: heavy work (sessions, compilation) belongs to ``load``.
+
+    ``budget`` counts the memory the runtime holds for this context (KV cache, kept outputs): call
+    ``context.budget.hold(name, nbytes)`` before allocating, and it raises ``TOO_LARGE`` past the
+    store's limits. The core attaches the store's budget after ``init_execution_context`` returns (what
+    was held before moves over) and releases it when the context is finalized.
     """
 
     graph: Graph
     state: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    budget: ContextBudget = field(default_factory=ContextBudget)
 
 
 @hookspec

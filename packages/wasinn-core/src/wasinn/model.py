@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinn.enums import ExecutionTarget, GraphEncoding, ModelFormat
+from wasinn.limits import Limits
 from wasinn.remote import RemoteModel
 
 
@@ -29,6 +30,10 @@ class ModelDescription:
     * ``remote`` is set (and ``format`` is ``ModelFormat.REMOTE``, ``builders`` empty) for a name
       the host mapped to an inference server (:mod:`wasinn.remote`); only a backend that lists
       ``ModelFormat.REMOTE`` is asked about it.
+    * ``limits`` are the host's :class:`~wasinn.limits.Limits`: cap what the runtime may allocate for
+      this model with them (an LLM's context length: ``max_context_tokens``).
+    * :attr:`from_guest` says whether the bytes came from a guest's ``load`` (hostile until proven
+      otherwise) rather than from the embedder.
     """
 
     format: ModelFormat
@@ -40,6 +45,13 @@ class ModelDescription:
     config: Mapping[str, Any] = field(default_factory=dict)
     guest_config: Mapping[str, Any] = field(default_factory=dict)
     remote: RemoteModel | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def from_guest(self) -> bool:
+        """True for bytes a guest handed to ``load``: treat them as hostile (named models, which the
+        embedder registered, are trusted like its code)."""
+        return self.name is None and self.remote is None
 
     @property
     def size(self) -> int:

@@ -2,6 +2,9 @@
 
 Ranking order: score (highest first), then the user's preference list, then the backend name, so
 the result never depends on the order in which plugins were installed or imported.
+
+A backend that finds the file *malformed* (``Decline(..., malformed=True)``: its verifier refused it)
+ends the ranking: nobody wins, and no runner-up without that verifier is handed the file.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ class Candidate:
     reason: str
     device: str | None = None
     decline_code: ErrorCode | None = None
+    malformed: bool = False
 
     @property
     def eligible(self) -> bool:
         return self.score is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "score": self.score, "reason": self.reason, "device": self.device}
+        return {"backend": self.backend, "score": self.score, "reason": self.reason, "device": self.device,
+                "malformed": self.malformed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,14 @@ class Ranking:
     forced: str | None = None
 
     @property
+    def malformed(self) -> Candidate | None:
+        """The first backend that refused the file as malformed, if any (then nobody wins)."""
+        return next((c for c in self.candidates if c.malformed), None)
+
+    @property
     def winner(self) -> Candidate | None:
+        if self.malformed is not None:
+            return None
         first = self.candidates[0] if self.candidates else None
         return first if first is not None and first.eligible else None
 
@@ -70,6 +82,10 @@ class Ranking:
     def summary(self) -> str:
         """One log line: winner, score, reason, runners-up."""
         winner = self.winner
+        refusal = self.malformed
+        if refusal is not None:
+            return (f"{self.model.describe()} refused: backend {refusal.backend} found it malformed: "
+                    f"{refusal.reason}")
         if winner is None:
             reasons = "; ".join(f"{c.backend}: {c.reason}" for c in self.candidates) or "no backends installed"
             return f"no backend can serve {self.model.describe()} ({reasons})"
@@ -103,7 +119,8 @@ def ask(backend: Backend, model: ModelDescription, hw: Hardware) -> Candidate:
     if answer is None:
         return Candidate(backend.name, None, "declined", decline_code=ErrorCode.INVALID_ENCODING)
     if isinstance(answer, Decline):
-        return Candidate(backend.name, None, answer.reason, decline_code=answer.code)
+        return Candidate(backend.name, None, answer.reason, decline_code=answer.code,
+                         malformed=bool(answer.malformed))
     if isinstance(answer, Score):
         return Candidate(backend.name, float(answer.value), answer.reason, answer.device)
     log.warning("backend %s: can_handle returned %r, not a Score", backend.name, answer)
@@ -144,6 +161,9 @@ def choose(ranking: Ranking) -> Candidate:
     winner = ranking.winner
     if winner is not None:
         return winner
+    refusal = ranking.malformed
+    if refusal is not None:
+        raise WasiNnError(refusal.decline_code or ErrorCode.INVALID_ARGUMENT, ranking.summary())
     if ranking.forced is not None and ranking.candidates:
         refusal = ranking.candidates[0]
         raise WasiNnError(refusal.decline_code or ErrorCode.INVALID_ENCODING,

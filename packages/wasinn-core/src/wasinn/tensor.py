@@ -22,12 +22,17 @@ class TensorSpec:
     ``any_length`` marks an input that is a byte string (a prompt, JSON metadata): the core accepts
     data of any length whatever the guest's dims say, because WasmEdge's GGML guests send N bytes
     with dims ``[1]``. The backend reads ``tensor.data`` as bytes.
+
+    ``optional`` marks an input a guest may leave out of a component's ``compute`` (the ggml
+    metadata): every other declared input must be given at each ``compute``, as Wasmtime requires,
+    so that no call runs on the inputs of the call before.
     """
 
     name: str
     dtype: TensorType | None
     shape: tuple[int | None, ...] | None
     any_length: bool = False
+    optional: bool = False
 
     def accepts_shape(self, shape: Sequence[int]) -> bool:
         """True when ``shape`` fits this spec (same rank; equal wherever the spec is static)."""

@@ -51,7 +51,7 @@ def errno_for(state: StoreState, operation: str, error: WasiNnError, profile: Ab
     errno = profile.errno(error.code)
     # The end of a token stream is how every stream ends, not a failure: no warning for it.
     level = logging.DEBUG if error.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
-    log.log(level, "%s -> %s (errno %d): %s", operation, error.code.value, errno, error.message)
+    state.guest_log.log(log, level, f"{operation} -> {error.code.value} (errno {errno}): {error.message}")
     return errno
 
 

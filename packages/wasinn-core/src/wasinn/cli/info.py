@@ -78,7 +78,11 @@ def explain_command(args: argparse.Namespace) -> int:
         device = f" [{candidate.device}]" if candidate.device else ""
         print(f"  {position}. {candidate.backend:<12} {score}{device}  {candidate.reason}")
     winner = ranking.winner
-    print(f"winner: {winner.backend}" if winner else "winner: none - no installed backend can serve this model")
+    refusal = ranking.malformed
+    if refusal is not None:
+        print(f"winner: none - {refusal.backend} found the file malformed, so no other backend is asked to load it")
+    else:
+        print(f"winner: {winner.backend}" if winner else "winner: none - no installed backend can serve this model")
     return 0 if winner else 1
 
 

@@ -104,7 +104,7 @@ def rep_of(store: Any, resource: Any, type_id: int, what: str) -> int:
 
 
 def error_resource(state: ComponentState, operation: str, error: WasiNnError) -> ResourceHost:
-    log.warning("%s -> %s: %s", operation, error.code.value, error.message)
+    state.guest_log.log(log, logging.WARNING, f"{operation} -> {error.code.value}: {error.message}")
     rep = state.add_error(ErrorEntry(error.code, operation, error.message))
     return ResourceHost.own(rep, ERROR_TYPE_ID)
 
@@ -151,7 +151,7 @@ def infallible(operation: str) -> Callable[[Body], Body]:
             try:
                 return body(state, store, *args)
             except WasiNnError as error:
-                log.warning("%s -> trap: %s: %s", operation, error.code.value, error.message)
+                state.guest_log.log(log, logging.WARNING, f"{operation} -> trap: {error.code.value}: {error.message}")
                 raise WasmtimeError(f"wasi:nn {operation}: {error.message}") from None
 
         function.__name__ = function.__qualname__ = body.__name__
@@ -285,6 +285,7 @@ def context_compute(state: ComponentState, store: Any, this: Any, inputs: list[t
         any_length = 0 <= index < len(specs) and specs[index].any_length
         checked = new_tensor_entry(tensor.dims, tensor.dtype, tensor.data, any_length=any_length)
         state.set_input(handle, index, _as_tensor(checked))
+    _check_every_input_given(entry, seen)
     state.compute(handle)
     count = entry.output_count or 1
     outputs: list[tuple[str, ResourceHost]] = []
@@ -299,6 +300,18 @@ def context_compute(state: ComponentState, store: Any, this: Any, inputs: list[t
             state.drop_tensor(made.rep)
         raise
     return outputs
+
+
+def _check_every_input_given(entry: ContextEntry, given: set[int]) -> None:
+    """Each ``compute`` brings all of its inputs (Wasmtime clears every input slot per call): a context
+    never silently runs on the tensors of its previous call."""
+    specs = entry.loaded.graph.inputs
+    missing = [spec.name or str(i) for i, spec in enumerate(specs) if i not in given and not spec.optional]
+    if missing:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"missing input tensor(s) {', '.join(map(repr, missing))}: "
+                                                      f"compute needs every input of the model in each call")
+    if not specs and not given:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "missing input tensors: compute was given none")
 
 
 def _as_tensor(entry: TensorEntry) -> Any:

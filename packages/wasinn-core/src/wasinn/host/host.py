@@ -19,7 +19,7 @@ from wasinn.enums import ENCODING_ALSO, ENCODING_FORMAT, ErrorCode, ExecutionTar
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.hardware import Device, Hardware
 from wasinn.hookspecs import Graph
-from wasinn.host.limits import Limits
+from wasinn.limits import Limits
 from wasinn.host.named import NamedModel, NamedModels, config_key
 from wasinn.host.state import LoadedGraph, StoreState, call_backend, graph_lock
 from wasinn.model import ModelDescription
@@ -171,7 +171,8 @@ class WasiNnHost:
             # No bytes to sniff: the server holds the model. Only a backend that lists
             # ModelFormat.REMOTE is asked about it (see ranking.ask).
             return ModelDescription(format=ModelFormat.REMOTE, builders=(), target=named.target, name=name,
-                                    config=merged, guest_config=dict(config or {}), remote=named.remote)
+                                    config=merged, guest_config=dict(config or {}), remote=named.remote,
+                                    limits=self.limits)
         try:
             builders = named.read_builders()
         except OSError as exc:
@@ -228,6 +229,7 @@ class WasiNnHost:
             paths=tuple(paths) if paths else None,
             config=dict(config or {}),
             guest_config=dict(guest_config or {}),
+            limits=self.limits,
         )
 
     def detect_format(self, builders: Sequence[bytes | bytearray | memoryview]) -> ModelFormat:
@@ -280,12 +282,33 @@ class WasiNnHost:
     def load_model(self, builders: Sequence[bytes | bytearray | memoryview], *, encoding: GraphEncoding,
                    target: ExecutionTarget) -> LoadedGraph:
         model = self.describe_model(builders, encoding=encoding, target=target)
+        self.check_guest_code(model)
         if model.format == ModelFormat.ONNX and formats.onnx_external_data(model.builders[0]):
             # Only an embedder's model (register_model, from its own files) may use external data.
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the ONNX model keeps tensor data in other files (external "
                                                           "data), or its tensors cannot be parsed to check: a "
                                                           "guest's model must be self-contained")
         return self.load_description(model)
+
+    def code_formats(self) -> frozenset[ModelFormat]:
+        """Formats whose files carry code: wasinn's own list and what installed backends declare."""
+        declared = {fmt for backend in self.registry.available() if backend.info
+                    for fmt in backend.info.code_formats}
+        return formats.CODE_FORMATS | declared
+
+    def check_guest_code(self, model: ModelDescription) -> None:
+        """Refuse a guest's model whose format carries code, unless the embedder allowed it.
+
+        Decided from the detected format before any backend (or its runtime) sees a byte: a guest's
+        TorchScript archive or ``.pt2`` is a program, and a runtime that loads it runs it.
+        """
+        if not model.from_guest or self.limits.allow_guest_code or model.format not in self.code_formats():
+            return
+        log.warning("refused a guest's %s: its runtime would run code from the file; only the embedder's named "
+                    "models may be %s (to accept a guest's, set Limits(allow_guest_code=True) or pass "
+                    "--allow-guest-code)", model.describe(), model.format.value)
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"a guest's {model.format.value} model carries code; this host "
+                                                      f"accepts such models only from the embedder")
 
     def load_named(self, name: str, config: Mapping[str, Any] | None = None, *,
                    share_variants: bool = True) -> LoadedGraph:
@@ -323,15 +346,13 @@ class WasiNnHost:
             text = raw_path.rstrip(b"\0").decode("utf-8")
         except UnicodeDecodeError:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "preload: path is not valid UTF-8") from None
-        try:
-            wanted = Path(text).expanduser().resolve() if text else None
-        except (OSError, RuntimeError, ValueError):
-            wanted = None
+        # Compared as text with what the embedder registered: a guest's text is never expanded
+        # (``~user`` is an NSS lookup), resolved (readlink of guest-chosen paths) or stat'ed.
         for name in list(self.named.names()):
             named = self.named.get(name)
-            if named is not None and named.paths and wanted is not None and wanted in named.paths:
+            if named is not None and named.answers_to(text):
                 return self.load_named(name)
-        raise WasiNnError(ErrorCode.NOT_FOUND, f"preload:{text}: no model was preloaded from that file "
+        raise WasiNnError(ErrorCode.NOT_FOUND, f"preload:{text!r}: no model was preloaded from that file "
                                                f"(register it with --nn-preload or register_model)")
 
     # -- stores and linking ----------------------------------------------------------------------

@@ -34,6 +34,15 @@ class NamedModel:
     config: Mapping[str, Any] = field(default_factory=dict)
     backend: str | None = None
     remote: RemoteModel | None = None
+    #: The paths as the embedder spelled them (``model.gguf``, ``~/m.gguf``), besides the resolved
+    #: ``paths``: what a WasmEdge guest's ``preload:<path>`` builder is compared with, as text.
+    spellings: tuple[str, ...] = ()
+
+    def answers_to(self, text: str) -> bool:
+        """Whether a guest's ``preload:<text>`` names this model's file. A plain string comparison:
+        the guest's text is never expanded, resolved or looked up on the file system."""
+        return bool(text) and self.paths is not None and (
+            text in self.spellings or any(text == str(path) for path in self.paths))
 
     def read_builders(self) -> tuple[bytes, ...]:
         if self.data is not None:
@@ -76,9 +85,11 @@ class NamedModels:
             raise ConfigurationError(f"named model {name!r}: no files or bytes given")
         if all(isinstance(item, bytes) for item in items):
             paths, data = None, tuple(bytes(item) for item in items)  # type: ignore[arg-type]
+            spellings = ()
         elif any(isinstance(item, bytes) for item in items):
             raise ConfigurationError(f"named model {name!r}: mix of paths and bytes")
         else:
+            spellings = tuple(str(item) for item in items)
             paths = tuple(Path(item).expanduser().resolve() for item in items)  # type: ignore[arg-type]
             for path in paths:
                 if not path.is_file():
@@ -92,6 +103,7 @@ class NamedModels:
             target=ExecutionTarget(target) if isinstance(target, str) else target,
             config=dict(config or {}),
             backend=backend,
+            spellings=spellings,
         )
         return self._add(model)
 

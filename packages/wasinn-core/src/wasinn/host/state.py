@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from wasinn.budget import ContextBudget, StoreBudget
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import WasiNnError
+from wasinn.guestlog import GuestLog
 from wasinn.hookspecs import Context, Graph
 from wasinn.plugins import Backend
 from wasinn.tensor import Tensor, element_count
@@ -39,14 +41,19 @@ def _identity(array: np.ndarray) -> np.ndarray:
 
 
 def call_backend(backend: Backend, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a backend hook; anything but a WasiNnError becomes ``runtime_error`` (and is logged)."""
+    """Call a backend hook; anything but a WasiNnError becomes ``runtime_error``.
+
+    The error's message names the exception; the ABI logs it once, through the store's rate-limited
+    :class:`~wasinn.guestlog.GuestLog` (a guest decides how often its calls fail).
+    """
     try:
         return fn(*args)
     except WasiNnError:
         raise
     except Exception as exc:
-        log.warning("backend %s: %s failed: %s: %s", backend.name, hook, type(exc).__name__, exc)
-        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name}: {hook} failed: {exc}") from exc
+        log.debug("backend %s: %s failed", backend.name, hook, exc_info=exc)
+        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name}: {hook} failed: "
+                                                   f"{type(exc).__name__}: {exc}") from None
 
 
 @dataclass(eq=False)
@@ -96,8 +103,10 @@ class StoreTables:
     """The handle tables of one store. Kept apart from :class:`StoreState` so that the store's
     finalizer can release them without keeping the state object alive."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime_bytes: int | None = None) -> None:
         self.graphs: dict[int, LoadedGraph] = {}
+        #: Runtime memory held on behalf of this store's contexts (see :mod:`wasinn.budget`).
+        self.budget = StoreBudget(runtime_bytes if runtime_bytes is not None else 1 << 62)
         self.contexts: dict[int, ContextEntry] = {}
         self.next_graph = 0
         self.next_context = 0
@@ -138,6 +147,7 @@ def _finalize_context(entry: ContextEntry) -> None:
             finalize(context=entry.context)
         except Exception as exc:
             log.warning("backend %s: finalize_execution_context failed: %s", entry.loaded.backend.name, exc)
+    entry.context.budget.release()
 
 
 class StoreState:
@@ -155,7 +165,9 @@ class StoreState:
         #: True when the embedder or ``--abi`` chose the profile: no inference, no corrections.
         self.profile_forced = profile_forced
         self.user_data = user_data
-        self.tables = StoreTables()
+        self.tables = StoreTables(self.limits.max_runtime_bytes_per_store)
+        #: Lines this store's guest causes (its failures) are escaped and rate-limited here.
+        self.guest_log = GuestLog()
         self.corrections_logged: set[str] = set()
         #: The guest's exported memory, cached by ``WasiNnHost.instantiate`` to spare a lookup per
         #: call; only while the store holds a single instance (a second one turns the cache off).
@@ -257,6 +269,15 @@ class StoreState:
         if not isinstance(context, Context):
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name}: init_execution_context "
                                                        f"returned {type(context).__name__}, not Context")
+        budget = ContextBudget(self.limits.max_runtime_bytes_per_context, tables.budget)
+        try:
+            context.budget.move_to(budget)  # what the backend held while creating the context
+        except WasiNnError:
+            finalize = backend.hook("finalize_execution_context")
+            if finalize is not None:
+                call_backend(backend, "finalize_execution_context", finalize, context)
+            raise
+        context.budget = budget
         entry = ContextEntry(
             loaded=loaded,
             context=context,

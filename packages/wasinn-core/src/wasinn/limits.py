@@ -1,0 +1,48 @@
+"""Resource limits an embedder can set per host; every store of the host gets the same ones.
+
+A leaf module (it imports nothing of wasinn), so that both the host and what backends are told about
+a model (:class:`~wasinn.model.ModelDescription`) can carry the limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on what one store (one guest instance) may make the host hold.
+
+    Exceeding a size limit returns ``too_large``; exceeding a count returns ``busy``. The defaults are
+    generous for real models and still stop a guest from exhausting the host.
+    """
+
+    #: Total bytes of the builders of one ``load`` call (named models are not counted: the
+    #: embedder chose them).
+    max_model_bytes: int = 2 * GiB
+    #: Bytes of one input tensor, and of one output the guest asks for.
+    max_tensor_bytes: int = 1 * GiB
+    #: Graphs alive at once in one store (handles from ``load`` and ``load_by_name``).
+    max_graphs_per_store: int = 64
+    #: Execution contexts alive at once in one store.
+    max_contexts_per_store: int = 256
+    #: Host memory one store may pin through ``load`` (sum of model bytes of its live graphs).
+    max_store_bytes: int = 4 * GiB
+    #: Memory a runtime may hold on behalf of one execution context: an LLM's KV cache, the outputs a
+    #: context keeps after ``compute``, a runtime's compute arena where it can be capped. Backends
+    #: charge it through ``Context.budget`` (:class:`wasinn.budget.ContextBudget`) before allocating.
+    max_runtime_bytes_per_context: int = 1 * GiB
+    #: The same, summed over every context of one store.
+    max_runtime_bytes_per_store: int = 4 * GiB
+    #: Longest context (in tokens) a language model may be given: a guest's ``ctx-size`` and the
+    #: context length a model declares are both capped here, so that the embedder, not the guest's
+    #: model, bounds what tokenizing and caching cost.
+    max_context_tokens: int = 32_768
+    #: Whether a guest's ``load`` may hand over a model format that carries code its runtime runs
+    #: (TorchScript, ``torch.export`` archives: :data:`wasinn.formats.CODE_FORMATS`, and any format a
+    #: backend lists in ``BackendInfo.code_formats``). Off by default: such bytes are refused with
+    #: ``invalid_argument`` before any backend sees them. Named models are the embedder's and unaffected.
+    allow_guest_code: bool = False
