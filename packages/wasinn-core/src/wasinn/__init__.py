@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from wasinn.hardware import Cpu, Device, Hardware
     from wasinn.hookspecs import BackendInfo, Context, Decline, Graph, Score, hookimpl
     from wasinn.host.host import WasiNnHost
-    from wasinn.limits import Limits
     from wasinn.host.named import NamedModel
     from wasinn.host.state import StoreState
+    from wasinn.limits import Limits
     from wasinn.model import ModelDescription
     from wasinn.ranking import Candidate, Ranking
     from wasinn.tensor import Tensor, TensorSpec

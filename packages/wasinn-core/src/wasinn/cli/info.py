@@ -77,6 +77,9 @@ def explain_command(args: argparse.Namespace) -> int:
         score = f"{candidate.score:6g}" if candidate.score is not None else "     -"
         device = f" [{candidate.device}]" if candidate.device else ""
         print(f"  {position}. {candidate.backend:<12} {score}{device}  {candidate.reason}")
+    if ranking.model.format in host.code_formats():
+        print(f"guests: a guest's load of a {ranking.model.format.value} file is refused (the file carries code); "
+              "--nn-graph/--nn-preload models load, and --allow-guest-code lets guests' load too")
     winner = ranking.winner
     refusal = ranking.malformed
     if refusal is not None:

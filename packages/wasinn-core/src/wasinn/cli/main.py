@@ -114,6 +114,8 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--fuel", type=int, metavar="N", help="trap the guest after N units of fuel")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="trap the guest after this wall time")
     run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
+    run.add_argument("--allow-guest-code", action="store_true",
+                     help="let the guest load model formats that carry code (TorchScript, .pt2); refused by default")
 
 
 def _add_remote_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,9 +19,9 @@ from wasinn.enums import ENCODING_ALSO, ENCODING_FORMAT, ErrorCode, ExecutionTar
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.hardware import Device, Hardware
 from wasinn.hookspecs import Graph
-from wasinn.limits import Limits
 from wasinn.host.named import NamedModel, NamedModels, config_key
 from wasinn.host.state import LoadedGraph, StoreState, call_backend, graph_lock
+from wasinn.limits import Limits
 from wasinn.model import ModelDescription
 from wasinn.plugins import Backend, BackendRegistry, discover
 

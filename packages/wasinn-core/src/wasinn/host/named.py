@@ -85,7 +85,7 @@ class NamedModels:
             raise ConfigurationError(f"named model {name!r}: no files or bytes given")
         if all(isinstance(item, bytes) for item in items):
             paths, data = None, tuple(bytes(item) for item in items)  # type: ignore[arg-type]
-            spellings = ()
+            spellings: tuple[str, ...] = ()
         elif any(isinstance(item, bytes) for item in items):
             raise ConfigurationError(f"named model {name!r}: mix of paths and bytes")
         else:
