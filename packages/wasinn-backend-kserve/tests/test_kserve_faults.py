@@ -7,16 +7,28 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import grpc
 import numpy as np
 import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb2
 from kserve_servers import EXIT, WITX_F32, Server, free_port
+from wasinn_backend_kserve.config import parse_config
+from wasinn_backend_kserve.endpoint import transport_for
+from wasinn_backend_kserve.grpc import GrpcTransport
+
+from wasinn.remote import make_remote
 
 NnRun = Callable[..., int]
 X = np.ones((1, 4), np.float32)
@@ -170,6 +182,37 @@ class Misbehaving(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if model == "driphead":
+            # A long status line one byte at a time: each socket read alone is quick, the line is not.
+            body = json.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 4],
+                                            "data": [3, 3, 3, 3]}]}).encode()
+            head = b"HTTP/1.1 200 O" + b"k" * 200 + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            try:
+                for byte in head:
+                    time.sleep(0.1)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                self.wfile.write(body)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        if model == "dripbig":
+            # A valid 2 MiB answer (JSON, then spaces) in 64 KiB pieces: about 3 s in all.
+            body = json.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 4],
+                                            "data": [3, 3, 3, 3]}]}).encode().ljust(2 << 20)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                for at in range(0, len(body), 65536):
+                    time.sleep(0.1)
+                    self.wfile.write(body[at:at + 65536])
+                    self.wfile.flush()
+            except OSError:
+                pass
+            return
         if model == "endless":
             # No Content-Length: chunked, and more than any limit.
             self.send_response(200)
@@ -212,11 +255,18 @@ def test_malformed_answers(model: str, code: str, words: str, bad_server: int, n
     assert words in logged
 
 
-def test_a_dripping_answer_is_bounded_by_the_timeout(bad_server: int, nn_run: NnRun, tmp_path: Path,
+@pytest.mark.parametrize("model", ["drip", "driphead", "dripbig"])
+def test_a_dripping_answer_is_bounded_by_the_timeout(model: str, bad_server: int, nn_run: NnRun, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    # The drip takes about 5 s in all; with timeout=1 the guest gets its error instead of the answer.
-    uri = f"http://127.0.0.1:{bad_server}/v2/models/drip"
-    assert guest(nn_run, tmp_path, uri, "retries=0", "transport=json", "timeout=1") == EXIT["runtime_error"]
+    # Each drip takes 3 s (dripbig) to 22 s (driphead); with timeout=1 the guest gets its error instead
+    # of the answer. Before the fix a header line was read by one readline and a large body by one
+    # readinto, each as many socket reads as the server liked, each read given the time left at its
+    # start: dripbig answered (exit 0) after 3 s, driphead failed after 22 s.
+    uri = f"http://127.0.0.1:{bad_server}/v2/models/{model}"
+    started = time.monotonic()
+    assert guest(nn_run, tmp_path, uri, "retries=0", "transport=json", "timeout=1",
+                 "max-response-bytes=4000000") == EXIT["runtime_error"]
+    assert time.monotonic() - started < 10  # about 1 s here; generous for a busy machine
     assert "no answer within 1 s" in capsys.readouterr().err
 
 
@@ -233,3 +283,224 @@ def test_bearer_token_from_the_host_never_logged(bad_server: int, nn_run: NnRun,
     assert guest(nn_run, tmp_path, uri, "retries=0", "transport=json", f"token={TOKEN}") == 0
     logged = capsys.readouterr().err
     assert TOKEN not in logged
+
+
+# -- connecting: connect-timeout on every try ------------------------------------------------------
+# Each try's connection phase is bounded by connect-timeout and the whole try by timeout. Read
+# through the calls the transport makes on its real gRPC channel: each call's deadline and
+# wait_for_ready, and each wait for the channel to connect (grpc.channel_ready_future) with its bound.
+
+@dataclass
+class Tries:
+    calls: list[tuple[str, float, Any]] = field(default_factory=list)  # (method, timeout, wait_for_ready)
+    waits: list[float | None] = field(default_factory=list)  # each wait for a connection: its bound
+
+
+def watch(monkeypatch: pytest.MonkeyPatch, uri: str, options: dict[str, str]) -> Tries:
+    """The shared transport the guest's load will use, with its calls recorded (and still made)."""
+    transport = transport_for(parse_config(make_remote("affine", uri, options)))
+    assert isinstance(transport, GrpcTransport)
+    tries = Tries()
+    for name, call in list(transport._calls.items()):
+        def record(request: bytes, *, _name: str = name, _call: Any = call, **kwargs: Any) -> Any:
+            tries.calls.append((_name, kwargs["timeout"], kwargs.get("wait_for_ready")))
+            return _call(request, **kwargs)
+        transport._calls[name] = record  # type: ignore[assignment]
+    real = grpc.channel_ready_future
+
+    class Recorded:
+        def __init__(self, channel: grpc.Channel) -> None:
+            self.future = real(channel)
+
+        def result(self, timeout: float | None = None) -> None:
+            tries.waits.append(timeout)
+            self.future.result(timeout)
+
+        def cancel(self) -> bool:
+            return self.future.cancel()
+
+    monkeypatch.setattr(grpc, "channel_ready_future", Recorded)
+    return tries
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never says a word (no HTTP/2 SETTINGS)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("down", ["refused", "black hole"])
+def test_grpc_server_down_each_try_waits_connect_timeout_not_timeout(
+        down: str, black_hole: int, nn_run: NnRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Before the fix the try after a refused connection waited with wait_for_ready=True for the whole
+    # timeout (30.8 s with the defaults), whatever connect-timeout said.
+    uri = f"grpc://127.0.0.1:{free_port() if down == 'refused' else black_hole}/affine"
+    options = {"timeout": "20", "connect-timeout": "0.3", "retries": "2"}
+    tries = watch(monkeypatch, uri, options)
+    started = time.monotonic()
+    assert guest(nn_run, tmp_path, uri, *(f"{k}={v}" for k, v in options.items())) == EXIT["runtime_error"]
+    elapsed = time.monotonic() - started
+    logged = capsys.readouterr().err
+    # No call waits for the channel, and each lasts timeout at most; each try that waits for the
+    # channel to connect waits connect-timeout at most.
+    assert tries.calls and all(not wait and timeout <= 20 for _, timeout, wait in tries.calls), tries
+    assert tries.waits == [0.3] * (3 - len(tries.calls)), tries
+    assert "try 1 of 3, again" in logged and "try 2 of 3, again" in logged
+    assert re.search(r"server readiness failed after 3 tries in \d+\.\d\d s", logged)  # the wait, reported
+    # The first try (a call on a new channel) ended with gRPC's connection attempt, which
+    # connect-timeout bounds too (gRPC's own default is 20 s), not with the call's deadline.
+    assert "DEADLINE_EXCEEDED" not in logged
+    if down == "black hole":
+        assert "SETTINGS" in logged
+    assert elapsed < 10  # about 1 s here; before the fix the second try alone took 20 s
+
+
+@pytest.mark.parametrize("down", ["refused", "black hole"])
+def test_rest_server_down_each_try_is_bounded_too(down: str, black_hole: int, nn_run: NnRun, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"http://127.0.0.1:{free_port() if down == 'refused' else black_hole}/v2/models/affine"
+    started = time.monotonic()
+    assert guest(nn_run, tmp_path, uri, "timeout=0.5", "connect-timeout=0.3", "retries=2") == EXIT["runtime_error"]
+    elapsed = time.monotonic() - started
+    logged = capsys.readouterr().err
+    assert "try 1 of 3, again" in logged and "try 2 of 3, again" in logged
+    assert re.search(r"server readiness failed after 3 tries in \d+\.\d\d s", logged)
+    # Refused: each try is one connection attempt. A silent HTTP/1.1 server looks like a slow one:
+    # each try ends at timeout (connecting included).
+    words = "cannot connect" if down == "refused" else "no answer within 0.5 s"
+    assert logged.count(words) >= 3
+    assert elapsed < 10
+
+
+def _affine_service() -> grpc.GenericRpcHandler:
+    """KServe v2 over gRPC for y = 2x + 1, in this process (messages coded by KServe's classes)."""
+    ready = pb2.ServerReadyResponse(ready=True).SerializeToString()
+    tensor = pb2.ModelMetadataResponse.TensorMetadata
+    meta = pb2.ModelMetadataResponse(name="affine", platform="test",
+                                     inputs=[tensor(name="x", datatype="FP32", shape=[-1, 4])],
+                                     outputs=[tensor(name="y", datatype="FP32", shape=[-1, 4])]).SerializeToString()
+
+    def infer(request: bytes, context: object) -> bytes:
+        message = pb2.ModelInferRequest.FromString(request)
+        x = np.frombuffer(message.raw_input_contents[0], "<f4").reshape(tuple(message.inputs[0].shape))
+        y = 2 * x + 1
+        out = pb2.ModelInferResponse.InferOutputTensor(name="y", datatype="FP32", shape=list(y.shape))
+        answer: bytes = pb2.ModelInferResponse(model_name="affine", outputs=[out],
+                                               raw_output_contents=[y.astype("<f4").tobytes()]).SerializeToString()
+        return answer
+
+    handlers = {"ServerReady": lambda request, context: ready, "ModelReady": lambda request, context: ready,
+                "ModelMetadata": lambda request, context: meta, "ModelInfer": infer}
+    return grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {name: grpc.unary_unary_rpc_method_handler(handler)
+                                           for name, handler in handlers.items()})
+
+
+@contextmanager
+def grpc_affine() -> Iterator[Callable[[int], int]]:
+    """start(port): a real gRPC server on 127.0.0.1 (port 0: any), bound and serving from then on;
+    returns the port. (Bound but not started, it would accept connections and say nothing.)"""
+    server = grpc.server(ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((_affine_service(),))
+
+    def start(port: int) -> int:
+        port = server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        return port
+
+    try:
+        yield start
+    finally:
+        server.stop(None)
+
+
+def test_grpc_server_started_after_the_first_try_is_reached_by_the_next(
+        nn_run: NnRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    uri = f"grpc://127.0.0.1:{port}/affine"
+    options = {"connect-timeout": "10", "retries": "2"}  # generous: the wait ends when it connects
+    tries = watch(monkeypatch, uri, options)
+    with grpc_affine() as start:
+
+        class StartOnFirstFailure(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "try 1 of 3, again" in record.getMessage():
+                    start(port)  # the server comes up between the first try and the second
+
+        handler = StartOnFirstFailure()
+        logging.getLogger("wasinn.kserve").addHandler(handler)
+        try:
+            assert guest(nn_run, tmp_path, uri, *(f"{k}={v}" for k, v in options.items())) == 0
+        finally:
+            logging.getLogger("wasinn.kserve").removeHandler(handler)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out.bin", "<f4").reshape(1, 4), 2 * X + 1)
+    logged = capsys.readouterr().err
+    assert "try 1 of 3, again" in logged and "try 2 of 3" not in logged
+    assert [name for name, _, _ in tries.calls][:2] == ["ServerReady", "ServerReady"]
+    assert all(not wait for _, _, wait in tries.calls), tries
+    assert tries.waits == [10.0], tries  # the second try waited for the channel, bounded by connect-timeout
+
+
+@contextmanager
+def slow_to_speak(upstream: int, delay: float) -> Iterator[int]:
+    """A port on 127.0.0.1 that forwards to ``upstream`` after ``delay`` s: a server whose
+    connection takes that long (a TLS handshake across the world, a busy load balancer)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            sink.close()
+
+    def handle(client: socket.socket) -> None:
+        time.sleep(delay)
+        try:
+            server = socket.create_connection(("127.0.0.1", upstream))
+        except OSError:  # the test is over
+            client.close()
+            return
+        threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+        pipe(client, server)
+
+    def accept() -> None:
+        while True:
+            try:
+                client = listener.accept()[0]
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_grpc_connection_slower_than_a_tenth_of_a_second_is_given_connect_timeout(
+        nn_run: NnRun, tmp_path: Path) -> None:
+    # Before the fix every gRPC connection attempt was cut after about 0.1 s (min_reconnect_backoff_ms,
+    # which is gRPC's connect deadline), whatever connect-timeout said: a server 0.5 s away failed.
+    with grpc_affine() as start, slow_to_speak(start(0), 0.5) as front:
+        assert guest(nn_run, tmp_path, f"grpc://127.0.0.1:{front}/affine", "retries=0", "connect-timeout=5") == 0
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out.bin", "<f4").reshape(1, 4), 2 * X + 1)

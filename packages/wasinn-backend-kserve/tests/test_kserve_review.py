@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -43,7 +44,8 @@ def test_every_stale_pooled_connection_is_survived_after_a_restart(own_kserve: S
     # stale connection from the pool and the guest's infer failed with "the connection failed".
     transport = RestTransport(parse_config(make_remote("affine", own_kserve.rest())))
     try:
-        held = [transport._take()[0] for _ in range(3)]  # three open connections, as three threads would
+        deadline = time.monotonic() + 30
+        held = [transport._take(deadline)[0] for _ in range(3)]  # three open connections, as three threads would
         for conn in held:
             transport._give_back(conn)
         assert transport.opened == 3

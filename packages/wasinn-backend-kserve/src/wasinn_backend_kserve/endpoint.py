@@ -119,6 +119,7 @@ class Endpoint:
 
     def _retry(self, what: str, call: Callable[[], T], *, idempotent: bool) -> T:
         attempts = self.config.retries + 1
+        started = time.monotonic()
         for attempt in range(attempts):
             try:
                 return call()
@@ -126,11 +127,15 @@ class Endpoint:
                 raise  # the caller falls back to JSON
             except TransportError as exc:
                 again = exc.retryable and (idempotent or exc.unsent) and attempt + 1 < attempts
-                log.warning("remote %s: %s failed%s: %s", self.config.name, what,
-                            f" (try {attempt + 1} of {attempts}, again)" if again else "", exc.message)
-                if not again:
-                    raise WasiNnError(exc.code, exc.message) from None
-                time.sleep(min(0.1 * 2 ** attempt, 2.0))
+                if again:
+                    log.warning("remote %s: %s failed (try %d of %d, again): %s", self.config.name, what,
+                                attempt + 1, attempts, exc.message)
+                    time.sleep(min(0.1 * 2 ** attempt, 2.0))
+                    continue
+                # How long the guest waited, and over how many tries: each is bounded by the options.
+                spent = f"{attempt + 1} {'try' if attempt == 0 else 'tries'} in {time.monotonic() - started:.2f} s"
+                log.warning("remote %s: %s failed after %s: %s", self.config.name, what, spent, exc.message)
+                raise WasiNnError(exc.code, f"{exc.message} ({spent})") from None
         raise AssertionError("unreachable")
 
     def check_ready(self) -> None:

@@ -8,6 +8,7 @@ reconnects by itself, so it is the pool, shared by every graph, context and thre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,11 @@ class GrpcTransport:
         limit = min(config.max_response_bytes, 2**31 - 1)
         options = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", limit),
                    ("grpc.enable_retries", 0),  # retries are ours: bounded, and logged
+                   # How long one connection attempt (TCP, TLS, the server's first HTTP/2 SETTINGS) may
+                   # take: gRPC names it the minimum reconnect backoff; it is the attempt's deadline.
+                   ("grpc.min_reconnect_backoff_ms", max(100, round(config.connect_timeout * 1000))),
                    # Reconnect soon after a server restarts (gRPC's default backoff grows to 120 s).
-                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                   ("grpc.max_reconnect_backoff_ms", 1000)]
+                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
         target = f"{config.host}:{config.port}"
         if config.tls:
             def read(path: str | None) -> bytes | None:
@@ -52,16 +55,20 @@ class GrpcTransport:
         else:
             self.channel = grpc.insecure_channel(target, options=options)
         self._recovering = False
+        self._last_error = ""
         self._metadata = (("authorization", f"Bearer {config.token}"),) if config.token else None
         self._calls = {name: self.channel.unary_unary(wire.SERVICE + name)  # bytes in, bytes out
                        for name in ("ServerReady", "ModelReady", "ModelMetadata", "ModelInfer")}
 
     def _call(self, name: str, request: bytes, what: str) -> bytes:
+        # Fail fast (no wait_for_ready): gRPC then waits only for a connection attempt under way, which
+        # min_reconnect_backoff_ms bounds by connect-timeout, and the whole try is bounded by timeout.
+        timeout = self.config.timeout
+        if self._recovering:
+            timeout -= self._await_connection(what)
         try:
-            # After a failure, wait (within the timeout) for the channel to reconnect rather than fail
-            # at once while it backs off: a restarted server is then reached by the next try.
-            answer: bytes = self._calls[name](request, timeout=self.config.timeout, metadata=self._metadata,
-                                              wait_for_ready=self._recovering or None)
+            answer: bytes = self._calls[name](request, timeout=max(timeout, 0.001), metadata=self._metadata,
+                                              wait_for_ready=False)
             self._recovering = False
             return answer
         except grpc.RpcError as exc:
@@ -69,6 +76,8 @@ class GrpcTransport:
             detail = (exc.details() if hasattr(exc, "details") else "") or ""
             mapped, retryable = _CODES.get(code, (ErrorCode.RUNTIME_ERROR, False))
             self._recovering = code is grpc.StatusCode.UNAVAILABLE
+            if code is grpc.StatusCode.UNAVAILABLE:
+                self._last_error = detail[:300]
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"no answer within {self.config.timeout:g} s (option timeout)"
             if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -76,6 +85,21 @@ class GrpcTransport:
             name_ = code.name if code is not None else "?"
             raise TransportError(mapped, f"{what} {self.config.shown}: gRPC {name_}: {detail[:300]}",
                                  retryable=retryable, unsent=code is grpc.StatusCode.UNAVAILABLE) from None
+
+    def _await_connection(self, what: str) -> float:
+        """After a failed connection the channel backs off before it tries again, and a fail-fast
+        call in between fails at once without trying: wait for it to connect (a restarted server is
+        then reached by this try), but no longer than connect-timeout. Returns the seconds waited."""
+        started = time.monotonic()
+        ready = grpc.channel_ready_future(self.channel)
+        try:
+            ready.result(timeout=self.config.connect_timeout)
+        except grpc.FutureTimeoutError:
+            ready.cancel()  # unsubscribes from the channel's state
+            raise TransportError(ErrorCode.RUNTIME_ERROR, f"{what} {self.config.shown}: gRPC: cannot connect within "
+                                 f"{self.config.connect_timeout:g} s (option connect-timeout); last error: "
+                                 f"{self._last_error}", retryable=True, unsent=True) from None
+        return time.monotonic() - started
 
     def server_ready(self) -> bool:
         return wire.decode_ready(self._call("ServerReady", b"", "server ready"))

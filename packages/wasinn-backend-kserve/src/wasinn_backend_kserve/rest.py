@@ -7,9 +7,10 @@ requests with a known length and answers with a length or chunks, and ``http.cli
 inference costs on top of the round trip.
 
 Connections are pooled per endpoint: a call takes an idle connection (or opens one), gives it back
-after reading the whole answer, and drops it on any error. Every read is bounded: by the socket
-``timeout`` for the whole exchange (each blocking read gets what is left of it), and by
-``max-response-bytes``.
+after reading the whole answer, and drops it on any error. Every try is bounded: connecting (TCP and
+TLS) by ``connect-timeout``, and the whole try, connecting included, by ``timeout`` (each blocking
+send or read of the socket gets what is left of it, so a server that drips its answer cannot
+stretch it); answers by ``max-response-bytes``.
 """
 
 from __future__ import annotations
@@ -93,11 +94,17 @@ class RestTransport:
         self.opened = 0  # connections opened so far (the tests check reuse with it)
 
     # -- connections ---------------------------------------------------------------------------
-    def _connect(self) -> _Connection:
+    def _connect(self, deadline: float) -> _Connection:
         cfg = self.config
+        until = min(time.monotonic() + cfg.connect_timeout, deadline)  # TCP and TLS together
         try:
-            sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout)
+            sock = socket.create_connection((cfg.host, cfg.port), timeout=max(until - time.monotonic(), 0.001))
             if self._ssl is not None:
+                left = until - time.monotonic()
+                if left <= 0:
+                    sock.close()
+                    raise TimeoutError("timed out")
+                sock.settimeout(left)  # the handshake as a whole (Python bounds it, not each read)
                 sock = self._ssl.wrap_socket(sock, server_hostname=cfg.host)
         except (OSError, ssl.SSLError) as exc:
             raise TransportError(ErrorCode.RUNTIME_ERROR, f"cannot connect to {cfg.shown}: {_why(exc)}",
@@ -107,11 +114,11 @@ class RestTransport:
         self.opened += 1
         return _Connection(sock)
 
-    def _take(self) -> tuple[_Connection, bool]:
+    def _take(self, deadline: float) -> tuple[_Connection, bool]:
         try:
             return self._idle.get_nowait(), True
         except queue.Empty:
-            return self._connect(), False
+            return self._connect(deadline), False
 
     def _give_back(self, conn: _Connection) -> None:
         try:
@@ -134,18 +141,20 @@ class RestTransport:
                 + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
                 + (f"Content-Length: {length}\r\n" if body or method == "POST" else "")
                 + "\r\n").encode("latin-1")
+        deadline = time.monotonic() + self.config.timeout  # the whole try, connecting included
         for attempt in (0, 1):
             # The second try always opens a new connection: when the server closed one kept-alive
             # connection (a restart, its keep-alive timeout), it closed the other idle ones too.
-            conn, reused = self._take() if attempt == 0 else (self._connect(), False)
-            conn.deadline = time.monotonic() + self.config.timeout
-            conn.sock.settimeout(self.config.timeout)
+            conn, reused = self._take(deadline) if attempt == 0 else (self._connect(deadline), False)
+            conn.deadline = deadline
             try:
+                conn.arm()
                 if length < 65536:
                     conn.sock.sendall(b"".join([head, *body]))  # one packet for small requests
                 else:
                     conn.sock.sendall(head)
                     for part in body:  # a tensor is sent from where it is, not joined first
+                        conn.arm()  # sendall's timeout is for one call: give it what is left
                         conn.sock.sendall(part)
                 response, data, keep = self._read(conn)
             except TimeoutError:
@@ -171,7 +180,21 @@ class RestTransport:
 
     def _line(self, conn: _Connection) -> bytes:
         conn.arm()
-        line = conn.reader.readline(_MAX_LINE + 1)
+        buffered = conn.reader.peek(1)  # at most one read of the socket (the buffer is <= _MAX_LINE)
+        if b"\n" in buffered:
+            line = conn.reader.readline(_MAX_LINE + 1)  # the usual case: from the buffer alone
+        else:
+            # readline would read the socket as often as it takes, each read with the timeout left
+            # at the start: a server dripping a header line would stretch the try without end.
+            parts = [conn.reader.read(min(len(buffered), _MAX_LINE + 1))]
+            size = len(parts[0])
+            while buffered and size <= _MAX_LINE and not parts[-1].endswith(b"\n"):
+                conn.arm()
+                buffered = conn.reader.peek(1)
+                end = buffered.find(b"\n") + 1 or len(buffered)
+                parts.append(conn.reader.read(min(end, _MAX_LINE + 1 - size)))
+                size += len(parts[-1])
+            line = b"".join(parts)
         if not line:
             raise _Closed("the server closed the connection")
         if len(line) > _MAX_LINE or not line.endswith(b"\n"):
@@ -238,7 +261,7 @@ class RestTransport:
         view, got = memoryview(buffer), 0
         while got < size:
             conn.arm()
-            n = conn.reader.readinto(view[got:got + 16 * _CHUNK])
+            n = conn.reader.readinto1(view[got:got + 16 * _CHUNK])  # one socket read per arm()
             if not n:
                 raise _Closed("the answer was cut short")
             got += n
