@@ -23,8 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from wasinn import Context, ErrorCode, ExecutionTarget, Graph, Hardware, ModelDescription, Tensor, TensorSpec
-from wasinn import TensorType, WasiNnError
+from wasinn import (
+    Context,
+    ErrorCode,
+    ExecutionTarget,
+    Graph,
+    Hardware,
+    ModelDescription,
+    Tensor,
+    TensorSpec,
+    TensorType,
+    WasiNnError,
+)
 from wasinn_backend_whisper import _probe, validate, wav
 from wasinn_backend_whisper.options import Options, check, parse, threads_here, update
 

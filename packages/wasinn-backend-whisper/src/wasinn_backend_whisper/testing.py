@@ -3,7 +3,8 @@ no downloads, numpy only).
 
 The mel filterbank is generated (triangular filters on the mel scale, as whisper's own are); the
 vocabulary is generated too: 50,257 ordinary tokens made of syllables (so a random model's output is
-readable text, not ``[_extra_token_N]``; whisper.cpp needs a token " "), after which whisper.cpp names the special tokens itself.
+readable text, not ``[_extra_token_N]``; whisper.cpp needs a token " "), after which whisper.cpp names
+the special tokens itself.
 Weights are small random normals from a fixed seed: the same arguments always give the same bytes.
 """
 

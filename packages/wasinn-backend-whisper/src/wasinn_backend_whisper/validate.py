@@ -99,7 +99,7 @@ def is_whisper(data: bytes | bytearray | memoryview) -> bool:
     if len(data) < HEADER_BYTES or bytes(data[:4]) != MAGIC_BYTES:
         return False
     values = struct.unpack_from("<11i", bytes(data[4:HEADER_BYTES]))
-    hp = dict(zip(HPARAM_NAMES, values))
+    hp = dict(zip(HPARAM_NAMES, values, strict=True))
     # The magic alone is also the legacy llama.cpp "ggml" file's: its header says n_vocab 32000 etc.
     return N_VOCAB[0] <= hp["n_vocab"] <= N_VOCAB[1] and hp["n_mels"] in N_MELS
 
@@ -190,7 +190,7 @@ def read_header(data: bytes | bytearray | memoryview) -> dict[str, int]:
         raise WhisperFormatError(f"{len(data)} bytes: shorter than a whisper.cpp header")
     if bytes(data[:4]) != MAGIC_BYTES:
         raise WhisperFormatError("no whisper.cpp magic")
-    return dict(zip(HPARAM_NAMES, struct.unpack_from("<11i", bytes(data[4:HEADER_BYTES]))))
+    return dict(zip(HPARAM_NAMES, struct.unpack_from("<11i", bytes(data[4:HEADER_BYTES])), strict=True))
 
 
 def validate(data: bytes | bytearray | memoryview) -> WhisperInfo:
