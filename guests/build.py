@@ -48,6 +48,7 @@ GUESTS = (
     Guest("nn-run", ("nn-run/nn_run.c",), "nn-run/nn-run.wasm"),
     Guest("digits", ("digits/digits.c",), "digits/digits.wasm"),
     Guest("llm-chat", ("llm-chat/llm_chat.c",), "llm-chat/llm-chat.wasm"),
+    Guest("whisper", ("whisper/whisper.c",), "whisper/whisper.wasm"),
 )
 
 # Fixed flags.  Sources are passed as paths relative to guests/ (clang runs

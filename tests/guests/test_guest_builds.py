@@ -30,6 +30,8 @@ EXPECTED_NN_IMPORTS = {
     # WasmEdge GGML conventions: by name with config (or load "preload:PATH"), and token streaming
     "llm-chat/llm-chat.wasm": {**{k: v for k, v in STANDARD.items() if k != "load_by_name"}, **WASMEDGE_EXTRAS,
                                "compute_single": 1, "get_output_single": 5, "fini_single": 1},
+    # WasmEdge Whisper conventions with the standard imports only (read under the witx numbering)
+    "whisper/whisper.wasm": STANDARD,
 }
 
 

@@ -21,6 +21,7 @@ class GraphEncoding(Enum):
     PYTORCH = "pytorch"
     TENSORFLOWLITE = "tensorflowlite"
     GGML = "ggml"
+    WHISPER = "whisper"  # whisper.cpp (WasmEdge's encoding 9; unassigned in the witx numbering)
     AUTODETECT = "autodetect"
 
 
@@ -48,6 +49,7 @@ class ModelFormat(str):
     TORCHSCRIPT: ClassVar[ModelFormat]
     TORCH_EXPORT: ClassVar[ModelFormat]
     GGUF: ClassVar[ModelFormat]
+    WHISPER: ClassVar[ModelFormat]
     TENSORFLOW: ClassVar[ModelFormat]
     REMOTE: ClassVar[ModelFormat]
     UNKNOWN: ClassVar[ModelFormat]
@@ -66,6 +68,8 @@ ModelFormat.TFLITE = ModelFormat("tflite")
 ModelFormat.TORCHSCRIPT = ModelFormat("torchscript")
 ModelFormat.TORCH_EXPORT = ModelFormat("torch-export")  # a torch.export program saved as .pt2
 ModelFormat.GGUF = ModelFormat("gguf")
+# whisper.cpp's own file (magic "ggml", not GGUF): recognised by wasinn-backend-whisper's detect_format.
+ModelFormat.WHISPER = ModelFormat("whisper")
 ModelFormat.TENSORFLOW = ModelFormat("tensorflow")
 ModelFormat.UNKNOWN = ModelFormat("unknown")
 # No bytes at all: a name the host mapped to a model on an inference server (see wasinn.remote).
@@ -80,6 +84,7 @@ ENCODING_FORMAT: dict[GraphEncoding, ModelFormat] = {
     GraphEncoding.PYTORCH: ModelFormat.TORCHSCRIPT,
     GraphEncoding.TENSORFLOWLITE: ModelFormat.TFLITE,
     GraphEncoding.GGML: ModelFormat.GGUF,
+    GraphEncoding.WHISPER: ModelFormat.WHISPER,
 }
 
 #: Other formats an explicit encoding also stands for (the bytes tell which one it is).

@@ -22,14 +22,17 @@ from wasinn.errors import ConfigurationError
 E, T, D, X = GraphEncoding, ExecutionTarget, TensorType, ErrorCode
 
 # ---- encodings --------------------------------------------------------------------------------
+# 9 = Whisper as in WasmEdge: a guest that imports only the standard functions is read under this
+# numbering, and 9 is unassigned in it.
 WITX_ENCODINGS = {0: E.OPENVINO, 1: E.ONNX, 2: E.TENSORFLOW, 3: E.PYTORCH, 4: E.TENSORFLOWLITE,
-                  5: E.AUTODETECT}
+                  5: E.AUTODETECT, 9: E.WHISPER}
 # WAMR follows the WIT order: ggml 5, autodetect 6.
 WAMR_ENCODINGS = {0: E.OPENVINO, 1: E.ONNX, 2: E.TENSORFLOW, 3: E.PYTORCH, 4: E.TENSORFLOWLITE,
                   5: E.GGML, 6: E.AUTODETECT}
-# WasmEdge: autodetect 5, GGML 6 (7-14 are WasmEdge-only runtimes wasinn has no backends for).
+# WasmEdge: autodetect 5, GGML 6, Whisper 9 (7, 8, 10-14 are WasmEdge-only runtimes wasinn has no
+# backends for: NeuralSpeed, Piper, ChatTTS, MLX, ...).
 WASMEDGE_ENCODINGS = {0: E.OPENVINO, 1: E.ONNX, 2: E.TENSORFLOW, 3: E.PYTORCH, 4: E.TENSORFLOWLITE,
-                      5: E.AUTODETECT, 6: E.GGML}
+                      5: E.AUTODETECT, 6: E.GGML, 9: E.WHISPER}
 
 # ---- targets ----------------------------------------------------------------------------------
 TARGETS = {0: T.CPU, 1: T.GPU, 2: T.TPU}
