@@ -504,8 +504,8 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
         fed = [int(t) for t in subgraph.vector("Inputs") or () if constant[int(t)]]
         if fed:
             raise ModelError(f"subgraph {s}: input tensor {fed[0]} is a constant")
-        for t in subgraph.vector("Inputs") or ():
-            defined[int(t)] = True
+        for given in subgraph.vector("Inputs") or ():
+            defined[int(given)] = True
         operators = subgraph.tables("Operators")
         total_ops += len(operators)
         if s == 0 and not operators:
@@ -541,8 +541,8 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
             if unset:
                 raise ModelError(f"{what}: reads tensor {unset[0]}, which no earlier operator writes and "
                                  f"which is neither an input, a constant nor a variable")
-            for t in outputs:
-                defined[int(t)] = True
+            for produced in outputs:
+                defined[int(produced)] = True
             large = int(op.scalar("LargeCustomOptionsOffset")), int(op.scalar("LargeCustomOptionsSize"))
             if large[0] > 1 and large[0] + large[1] > size:
                 raise ModelError(f"{what}: custom options lie outside the model")
@@ -735,7 +735,7 @@ def _check_calls(calls: Sequence[set[int]]) -> None:
                 stack.pop()
             elif state[callee] == 1:
                 path = [n for n, _ in stack]
-                cycle = path[path.index(callee):] + [callee]
+                cycle = [*path[path.index(callee):], callee]
                 raise ModelError(f"subgraphs call each other in a loop: {' -> '.join(map(str, cycle))}")
             elif state[callee] == 0:
                 state[callee] = 1
