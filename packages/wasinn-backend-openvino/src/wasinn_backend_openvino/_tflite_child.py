@@ -44,10 +44,13 @@ _SCRIPT = r"""
 import os, sys
 folder = sys.argv[1]
 def refused(stage, exc):
+    if stage == "read":  # no IR at all, not half of one
+        for name in ("model.xml", "model.bin"):
+            if os.path.exists(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
     with open(os.path.join(folder, "error"), "w", encoding="utf-8") as file:
         file.write(stage + "\n" + str(exc))
     sys.exit(3)
-import numpy as np
 import openvino as ov
 source = os.path.join(folder, "model.tflite")
 with open(source, "wb") as file:
@@ -64,7 +67,9 @@ try:
     for index, port in enumerate(compiled.inputs):
         shape = port.get_partial_shape()
         dims = [1] if shape.rank.is_dynamic else [d.get_length() if d.is_static else 1 for d in shape]
-        request.get_input_tensor(index).shape = dims
+        tensor = request.get_input_tensor(index)
+        tensor.shape = dims
+        tensor.data[...] = 0
     request.infer()
 except Exception as exc:
     refused("compile", exc)
