@@ -9,10 +9,15 @@ not a dead pytest)::
     python tests/hostile/broken_models.py BACKEND --all        # every variant of that backend
     python tests/hostile/broken_models.py BACKEND --list       # just the ids
 
+``BACKEND`` names whose models are broken and, by default, forces that backend (``backend=``). With a
+route, the guest's ``load`` goes through the default ranking instead, as in production:
+``tflite@default`` (every installed backend), ``tflite@deny=tflite`` (every installed backend but
+tflite: the embedder denied it) or ``tflite@allow=openvino`` (only OpenVINO).
+
 For each variant it prints ``BEGIN <id>`` before touching it and ``END <id> <json>`` after, flushed,
 so the parent knows which variant a crash happened in. The JSON has the errno of each step: ``load``,
 then, if it loaded, ``init``, ``set_input`` (zeros of the shape the backend reports), ``compute``
-and ``get_output``.
+and ``get_output``; ``backend`` names the backend that loaded it.
 """
 
 from __future__ import annotations
@@ -127,20 +132,46 @@ def variant(backend: str, variant_id: str) -> list[bytes]:
 
 
 # ---- the worker -----------------------------------------------------------------------------------------
-def run_variant(backend: str, variant_id: str) -> dict[str, int]:
+def split_route(spec: str) -> tuple[str, str]:
+    """``tflite@default`` -> (``tflite``, ``default``); a bare backend name has route ``""`` (forced)."""
+    backend, _, route = spec.partition("@")
+    return backend, route
+
+
+def host_for(spec: str) -> object:
+    """The host a variant of ``spec`` is loaded by: the backend forced, or the default ranking."""
+    import wasinn
+
+    backend, route = split_route(spec)
+    if not route:
+        return wasinn.WasiNnHost(allow=[backend], backend=backend)
+    if route == "default":
+        return wasinn.WasiNnHost()
+    kind, _, names = route.partition("=")
+    if kind == "deny":
+        return wasinn.WasiNnHost(deny=names.split(","))
+    if kind == "allow":
+        return wasinn.WasiNnHost(allow=names.split(","))
+    raise ValueError(f"route {route!r}: default, deny=NAMES or allow=NAMES")
+
+
+def run_variant(spec: str, variant_id: str) -> dict[str, int | str]:
     import numpy as np
 
     import wasinn
     from wasinn.testing.guest import TENSOR_TYPE, TrampolineGuest
 
-    results: dict[str, int] = {}
-    host = wasinn.WasiNnHost(allow=[backend], backend=backend)
+    backend, _ = split_route(spec)
+    results: dict[str, int | str] = {}
+    host = host_for(spec)
+    assert isinstance(host, wasinn.WasiNnHost)
     guest = TrampolineGuest(host)
     try:
         loaded = guest.load(variant(backend, variant_id), "autodetect")
         results["load"] = loaded.errno
         if not loaded.ok or loaded.value is None:
             return results
+        results["backend"] = guest.state.graph(loaded.value).backend.name
         made = guest.init_execution_context(loaded.value)
         results["init"] = made.errno
         if not made.ok or made.value is None:
@@ -165,7 +196,8 @@ def run_variant(backend: str, variant_id: str) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     logging.getLogger("wasinn").setLevel(logging.CRITICAL)
-    backend, rest = argv[0], argv[1:]
+    spec, rest = argv[0], argv[1:]
+    backend, _ = split_route(spec)
     if rest == ["--list"]:
         print("\n".join(variant_ids(backend)))
         return 0
@@ -173,7 +205,7 @@ def main(argv: list[str]) -> int:
     for variant_id in ids:
         print(f"BEGIN {variant_id}", flush=True)
         try:
-            outcome: object = run_variant(backend, variant_id)
+            outcome: object = run_variant(spec, variant_id)
         except Exception as exc:  # a Python exception out of wasinn is a finding too, not a crash
             outcome = {"exception": f"{type(exc).__name__}: {exc}"}
         print(f"END {variant_id} {json.dumps(outcome)}", flush=True)

@@ -419,7 +419,8 @@ def test_probe_turns_a_crash_into_invalid_argument(monkeypatch: pytest.MonkeyPat
     assert "crashes the interpreter (SIGSEGV" in excinfo.value.message
 
 
-@pytest.mark.parametrize("name", ["no_split_options.tflite", "one_input_batch_matmul.tflite"])
+@pytest.mark.parametrize("name", ["no_split_options.tflite", "one_input_batch_matmul.tflite",
+                                  "degenerate_call_once_cycle.tflite"])
 def test_known_crashers_are_refused_before_any_interpreter(monkeypatch: pytest.MonkeyPatch, state: StoreState,
                                                             name: str):
     monkeypatch.setenv(_probe.PROBE_ENV, "never")

@@ -36,7 +36,7 @@ from wasinn import (
     WasiNnError,
     hookimpl,
 )
-from wasinn_backend_openvino import runtime
+from wasinn_backend_openvino import _tflite_child, runtime
 from wasinn_backend_openvino._info import FORMATS as FORMATS
 from wasinn_backend_openvino._info import TARGETS as TARGETS
 from wasinn_backend_openvino._info import backend_info as backend_info
@@ -155,6 +155,20 @@ def _read_error(model: ModelDescription, exc: BaseException) -> WasiNnError:
     return WasiNnError(ErrorCode.INVALID_ARGUMENT, f"not a valid {model.format.value} model for OpenVINO: {text}")
 
 
+def _tflite_in_child(model: ModelDescription) -> bool:
+    """Whether OpenVINO must read this TFLite model in a child process (see ._tflite_child): a
+    guest's bytes, by default; OpenVINO's TFLite reader has no flatbuffer verifier."""
+    return model.format == ModelFormat.TFLITE and _tflite_child.wanted(trusted=not model.from_guest)
+
+
+def _read_tflite(core: Any, model: ModelDescription, path: str | None) -> Any:
+    if _tflite_in_child(model):
+        return _tflite_child.read_in_child(core, model.builders[0])
+    if path is not None:
+        return core.read_model(path)
+    return _read_tflite_bytes(core, model.builders[0])
+
+
 def _read_tflite_bytes(core: Any, data: bytes) -> Any:
     # OpenVINO reads TFLite only from a file: a private one (mkstemp makes it 0600), gone at once.
     fd, name = tempfile.mkstemp(prefix="wasinn-ov-", suffix=".tflite")
@@ -180,10 +194,10 @@ def read_model(model: ModelDescription) -> Any:
 
             xml, weights = model.builders
             return core.read_model(xml, openvino.Tensor(np.frombuffer(weights, np.uint8)))
+        if model.format == ModelFormat.TFLITE:
+            return _read_tflite(core, model, path)
         if path is not None:
             return core.read_model(path)
-        if model.format == ModelFormat.TFLITE:
-            return _read_tflite_bytes(core, model.builders[0])
         return core.read_model(model.builders[0])
     except RuntimeError as exc:
         raise _read_error(model, exc) from None
@@ -223,7 +237,8 @@ def compile_model(model: ModelDescription, device: str, properties: dict[str, An
     """Compile once. With a cache dir, a later process imports the blob instead of compiling."""
     core = runtime.core()
     cache_failure: BaseException | None = None
-    if cache_dir is not None:
+    # Compiling from a path would read a TFLite file in this process: not one that needs the child.
+    if cache_dir is not None and not _tflite_in_child(model):
         copy: Path | None = None
         try:
             cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

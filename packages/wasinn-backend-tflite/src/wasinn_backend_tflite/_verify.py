@@ -442,6 +442,7 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
         raise ModelError("the model has no subgraphs")
     tensor_counts = [len(sg.tables("Tensors")) for sg in subgraphs]
     total_tensors = total_ops = 0
+    calls: list[set[int]] = [set() for _ in subgraphs]  # the subgraphs each one's operators name
     primary_inputs: tuple[TensorInfo, ...] = ()
     primary_outputs: tuple[TensorInfo, ...] = ()
     for s, subgraph in enumerate(subgraphs):
@@ -450,6 +451,9 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
         total_tensors += count
         infos: list[TensorInfo | None] = [None] * count
         constant = [False] * count  # tensors backed by data in the model
+        # Tensors that hold a value before any operator runs: constants, variables (the interpreter
+        # zeroes them), empty ones, and (below) the subgraph's inputs.
+        defined = [False] * count
         unquantized = [False] * count  # 8-bit integer tensors without quantization parameters
         for t, tensor in enumerate(tensors):
             what = f"subgraph {s} tensor {t}"
@@ -479,6 +483,12 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
                 _check_sparsity(sparsity, shape, what)
             payload = buffer_bytes[buffer_index]
             constant[t] = payload is not None
+            external = int(tensor.scalar("ExternalBuffer"))
+            if external:
+                # Weights in a file beside the model: wasi-nn hands over one buffer, and a guest
+                # names no host file.
+                raise ModelError(f"{what}: its data is in external buffer {external}")
+            defined[t] = constant[t] or bool(tensor.scalar("IsVariable")) or math.prod(shape) == 0
             if payload is not None and sparsity is None and nbytes is not None and payload != nbytes:
                 raise ModelError(f"{what}: constant buffer {buffer_index} holds {payload} bytes but "
                                  f"{type_name.lower()}{list(shape)} needs {nbytes}")
@@ -494,8 +504,16 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
         fed = [int(t) for t in subgraph.vector("Inputs") or () if constant[int(t)]]
         if fed:
             raise ModelError(f"subgraph {s}: input tensor {fed[0]} is a constant")
+        for given in subgraph.vector("Inputs") or ():
+            defined[int(given)] = True
         operators = subgraph.tables("Operators")
         total_ops += len(operators)
+        if s == 0 and not operators:
+            # Nothing to run: the interpreter then hands out outputs it never allocated (ValueError
+            # in get_output), and no converter writes such a model.
+            raise ModelError("subgraph 0 has no operators")
+        if s == 0 and not subgraph.vector("Outputs"):
+            raise ModelError("subgraph 0 has no outputs")
         for o, op in enumerate(operators):
             what = f"subgraph {s} operator {o}"
             opcode = int(op.scalar("OpcodeIndex"))
@@ -517,10 +535,22 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
             written = [int(t) for t in outputs if constant[int(t)]]
             if written:
                 raise ModelError(f"{what}: writes constant tensor {written[0]}")
+            # Operators run in the order they are listed: an input nothing has written yet would be
+            # uninitialised (or another invocation's) memory.
+            unset = [int(t) for t in inputs if t >= 0 and not defined[int(t)]]
+            if unset:
+                raise ModelError(f"{what}: reads tensor {unset[0]}, which no earlier operator writes and "
+                                 f"which is neither an input, a constant nor a variable")
+            for produced in outputs:
+                defined[int(produced)] = True
             large = int(op.scalar("LargeCustomOptionsOffset")), int(op.scalar("LargeCustomOptionsSize"))
             if large[0] > 1 and large[0] + large[1] > size:
                 raise ModelError(f"{what}: custom options lie outside the model")
-            _check_options(op, op_name, len(subgraphs), what)
+            calls[s].update(_check_options(op, op_name, len(subgraphs), what))
+        unwritten = [int(t) for t in subgraph.vector("Outputs") or () if not defined[int(t)]]
+        if unwritten:
+            raise ModelError(f"subgraph {s} output tensor {unwritten[0]} is never written: no operator produces "
+                             f"it and it is neither an input nor a constant")
         if s == 0:
             primary_inputs, primary_outputs = _pick(subgraph, "Inputs", infos), _pick(subgraph, "Outputs", infos)
             # The Python interpreter cannot hand these types over as arrays (a VARIANT output
@@ -530,6 +560,7 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
                 raise ModelError(f"subgraph 0 tensor {opaque[0].index} is a model input or output of type "
                                  f"{opaque[0].type}")
 
+    _check_calls(calls)
     for d, signature_def in enumerate(model.tables("SignatureDefs")):
         index = int(signature_def.scalar("SubgraphIndex"))
         if index >= len(subgraphs):
@@ -658,10 +689,12 @@ def _check_optional_inputs(inputs: Sequence[int | float], op_name: str, what: st
 _REQUIRED_OPTIONS = frozenset({"SPLIT"})
 
 
-def _check_options(op: _Table, op_name: str, subgraphs: int, what: str) -> None:
+def _check_options(op: _Table, op_name: str, subgraphs: int, what: str) -> list[int]:
+    """Check the operator's options; returns the subgraphs they name (control flow)."""
     expected = _OPTIONS_FOR.get(op_name)
     if op_name in _REQUIRED_OPTIONS and op.union("BuiltinOptions") is None:
         raise ModelError(f"{what}: has no {expected}")
+    called: list[int] = []
     for union in ("BuiltinOptions", "BuiltinOptions2"):
         options = op.union(union)
         if options is None:
@@ -673,9 +706,37 @@ def _check_options(op: _Table, op_name: str, subgraphs: int, what: str) -> None:
             if not 0 <= index < subgraphs:
                 raise ModelError(f"{what}: {options.name}.{field} names subgraph {index} "
                                  f"but the model has {subgraphs}")
+            called.append(index)
         for field in _POSITIVE_FIELDS.get(options.name, ()):
             value = int(options.scalar(field))
             if not 1 <= value <= _MAX_WINDOW:
                 raise ModelError(f"{what}: {options.name}.{field} is {value}")
         if options.name == "StablehloCaseOptions":
-            _indices(options.vector("BranchSubgraphIndices"), subgraphs, f"{what} case branches")
+            branches = options.vector("BranchSubgraphIndices") or ()
+            _indices(branches, subgraphs, f"{what} case branches")
+            called.extend(int(b) for b in branches)
+    return called
+
+
+def _check_calls(calls: Sequence[set[int]]) -> None:
+    """Subgraphs calling each other (WHILE, IF, CALL_ONCE, ...) must not loop: a cycle of CALL_ONCE
+    subgraphs recursed until LiteRT 2.3 overflowed its stack (SIGSEGV)."""
+    state = [0] * len(calls)  # 0: not seen, 1: on the current path, 2: done
+    for root in range(len(calls)):
+        if state[root]:
+            continue
+        state[root] = 1
+        stack = [(root, iter(sorted(calls[root])))]
+        while stack:
+            node, pending = stack[-1]
+            callee = next(pending, None)
+            if callee is None:
+                state[node] = 2
+                stack.pop()
+            elif state[callee] == 1:
+                path = [n for n, _ in stack]
+                cycle = [*path[path.index(callee):], callee]
+                raise ModelError(f"subgraphs call each other in a loop: {' -> '.join(map(str, cycle))}")
+            elif state[callee] == 0:
+                state[callee] = 1
+                stack.append((callee, iter(sorted(calls[callee]))))

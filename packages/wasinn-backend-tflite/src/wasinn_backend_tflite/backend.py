@@ -51,7 +51,7 @@ from wasinn_backend_tflite import _info, _runtime
 from wasinn_backend_tflite._info import TENSOR_TYPES as TENSOR_TYPES
 
 if TYPE_CHECKING:
-    from wasinn_backend_tflite._verify import ModelError, ModelInfo
+    from wasinn_backend_tflite._verify import ModelInfo
 
 log = logging.getLogger("wasinn.tflite")
 
@@ -148,16 +148,23 @@ def parse_options(config: Mapping[str, Any], target: ExecutionTarget, hw: Hardwa
 class _VerifyCache:
     """Recent verification results, keyed by the identity of the model's bytes: ``can_handle`` and
     then ``load`` see the same ``bytes`` object, so the model is walked once. ``load`` takes its
-    entry out; the few left (models scored but loaded elsewhere) are all the cache keeps alive."""
+    entry out; the few left (models scored but loaded elsewhere) are all the cache keeps alive.
+
+    Only models that passed are kept, as a :class:`ModelInfo` (plain data). A refusal is not: a
+    refused model is declined, so no ``load`` follows to share the walk with, and a cached exception
+    would keep its traceback, whose frames hold the caller's store (its graphs and contexts) alive
+    after the embedder closed it.
+    """
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self.entries: list[tuple[bytes, ModelInfo | ModelError]] = []
+        self.entries: list[tuple[bytes, ModelInfo]] = []
         self.lock = threading.Lock()
 
     def verify(self, data: bytes, *, consume: bool = False) -> ModelInfo:
+        """The model's :class:`ModelInfo`; raises a new :class:`ModelError` each time it is refused."""
         # Imported here: the schema tables are only needed once a model arrives.
-        from wasinn_backend_tflite._verify import ModelError, verify
+        from wasinn_backend_tflite._verify import verify
 
         with self.lock:
             position = next((i for i, (held, _) in enumerate(self.entries) if held is data), None)
@@ -165,16 +172,11 @@ class _VerifyCache:
             if position is not None and consume:
                 del self.entries[position]
         if result is None:
-            try:
-                result = verify(data)
-            except ModelError as exc:
-                result = exc
+            result = verify(data)
             if not consume:
                 with self.lock:
                     self.entries.append((data, result))
                     del self.entries[:-self.size]
-        if isinstance(result, ModelError):
-            raise result
         return result
 
 
@@ -190,6 +192,9 @@ def _model_info(model: ModelDescription, *, consume: bool = False) -> ModelInfo:
         return _verified.verify(model.builders[0], consume=consume)
     except ModelError as exc:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed TFLite model: {exc}") from None
+    except Exception as exc:  # a verifier bug: fail closed, the bytes are refused all the same
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed TFLite model: the verifier failed on it "
+                                                      f"({type(exc).__name__}: {exc})") from None
 
 
 def _unsupported_ops(info: ModelInfo, options: Options) -> str | None:
@@ -470,9 +475,14 @@ class TFLiteBackend:
     def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:
         if model.format != ModelFormat.TFLITE:
             return None
+        # The file first, whatever the config or target: a file the verifier refuses is malformed
+        # for TFLite, and that ends the ranking (no runner-up without a verifier is handed it).
+        try:
+            info = _model_info(model)
+        except WasiNnError as exc:
+            return Decline(exc.message, exc.code, malformed=True)
         try:
             options = parse_options(model.config, model.target, hw)
-            info = _model_info(model)
         except WasiNnError as exc:
             return Decline(exc.message, exc.code)
         problem = _unsupported_ops(info, options)

@@ -23,6 +23,11 @@ Models (inputs -> outputs):
   Valid by the schema, it passes the verifier and segfaults both LiteRT 2.3 and tflite-runtime 2.14
   in ``invoke``: the reason for the probe.
 * ``add_one_f32/_i32/_i64.tflite``: x [2,3] -> x+1 (ADD), the models wasinn's conformance kit runs.
+* ``degenerate_*.tflite``: well-formed flatbuffers whose graph computes nothing sensible (no
+  operators, no outputs, an output or an operator input that nothing writes, operators out of
+  order, no subgraphs, subgraphs that call each other in a loop, weights in an external buffer).
+  ``degenerate_call_once_cycle`` segfaults LiteRT 2.3 (unbounded recursion). The verifier refuses each; the first one
+  (``degenerate_no_operators``) used to load and then fail in ``get_output`` with a ValueError.
 """
 
 from __future__ import annotations
@@ -226,12 +231,95 @@ def crash_depthwise_no_bias() -> bytes:
     return m.bytes()
 
 
+def _relu_model(m: ModelBuilder) -> tuple[int, int, int]:
+    """x -> relu -> y, plus a spare tensor z (all f32[1,4]); returns (x, y, z)."""
+    x, y, z = m.tensor("x", F32, [1, 4]), m.tensor("y", F32, [1, 4]), m.tensor("z", F32, [1, 4])
+    return x, y, z
+
+
+def _call_once(opcode: int, subgraph: int) -> S.OperatorT:
+    op = S.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = opcode, [], []
+    op.builtinOptionsType, op.builtinOptions = S.BuiltinOptions.CallOnceOptions, S.CallOnceOptionsT()
+    op.builtinOptions.initSubgraphIndex = subgraph
+    return op
+
+
+def degenerate(kind: str) -> bytes:
+    m = ModelBuilder()
+    x, y, z = _relu_model(m)
+    relu = m.opcode(S.BuiltinOperator.RELU)
+    if kind == "no_operators":  # the output is never written
+        m.io([x], [y])
+    elif kind == "no_operators_identity":  # the input is the output
+        m.io([x], [x])
+    elif kind == "no_operators_constant":  # a constant, and nothing to run
+        c = m.tensor("c", F32, [1, 4], data=np.ones((1, 4), np.float32))
+        m.io([], [c])
+    elif kind == "no_outputs":
+        m.op(relu, [x], [y])
+        m.io([x], [])
+    elif kind == "unwritten_output":  # an operator writes z; the output y is never written
+        m.op(relu, [x], [z])
+        m.io([x], [y])
+    elif kind == "uninitialized_read":  # z is read, and nothing writes it
+        m.op(m.opcode(S.BuiltinOperator.ADD), [x, z], [y], S.BuiltinOptions.AddOptions, S.AddOptionsT())
+        m.io([x], [y])
+    elif kind == "read_before_write":  # the operator reading z runs before the one writing it
+        m.op(relu, [z], [y])
+        m.op(relu, [x], [z])
+        m.io([x], [y])
+    elif kind == "unwritten_subgraph_output":  # subgraph 0 is fine; subgraph 1's output is never written
+        m.op(relu, [x], [y])
+        m.io([x], [y])
+        other = S.SubGraphT()
+        a, b = S.TensorT(), S.TensorT()
+        a.name, b.name, a.type, b.type, a.shape, b.shape = "a", "b", F32, F32, [1, 4], [1, 4]
+        other.tensors, other.operators, other.inputs, other.outputs = [a, b], [], [0], [1]
+        m.model.subgraphs.append(other)
+    elif kind == "no_subgraphs":
+        m.op(relu, [x], [y])
+        m.io([x], [y])
+        m.model.subgraphs = []
+    elif kind == "call_once_cycle":  # subgraph 0 calls 1, which calls 2, which calls 1: LiteRT 2.3 SIGSEGV
+        call = m.opcode(S.BuiltinOperator.CALL_ONCE)
+        m.graph.operators.append(_call_once(call, 1))
+        m.op(relu, [x], [y])
+        m.io([x], [y])
+        for callee in (2, 1):
+            other = S.SubGraphT()
+            other.tensors, other.inputs, other.outputs, other.operators = [], [], [], [_call_once(call, callee)]
+            m.model.subgraphs.append(other)
+    elif kind == "while_calls_itself":  # WHILE whose condition and body are subgraph 0 itself
+        options = S.WhileOptionsT()
+        options.condSubgraphIndex = options.bodySubgraphIndex = 0
+        m.op(m.opcode(S.BuiltinOperator.WHILE), [x], [y], S.BuiltinOptions.WhileOptions, options)
+        m.io([x], [y])
+    elif kind == "external_buffer":  # the weights would be in a file beside the model
+        w = m.tensor("w", F32, [1, 4])
+        m.graph.tensors[w].externalBuffer = 1
+        group, external = S.ExternalBufferGroupT(), S.ExternalBufferT()
+        group.name = "/etc/hostname"
+        external.id, external.group, external.offset, external.length = 1, 0, 0, 16
+        m.model.externalBufferGroups, m.model.externalBuffers = [group], [external]
+        m.op(m.opcode(S.BuiltinOperator.ADD), [x, w], [y], S.BuiltinOptions.AddOptions, S.AddOptionsT())
+        m.io([x], [y])
+    else:
+        raise ValueError(kind)
+    return m.bytes()
+
+
+DEGENERATE = ("no_operators", "no_operators_identity", "no_operators_constant", "no_outputs", "unwritten_output",
+              "uninitialized_read", "read_before_write", "unwritten_subgraph_output", "no_subgraphs",
+              "call_once_cycle", "while_calls_itself", "external_buffer")
+
 MODELS = {"affine": affine, "dyn_add": dyn_add, "types": types, "quant": quant, "custom_op": custom_op,
           "future_op": future_op, "no_split_options": no_split_options,
           "one_input_batch_matmul": one_input_batch_matmul, "crash_depthwise_no_bias": crash_depthwise_no_bias,
           "add_one_f32": lambda: add_one(S.TensorType.FLOAT32, np.float32),
           "add_one_i32": lambda: add_one(S.TensorType.INT32, np.int32),
-          "add_one_i64": lambda: add_one(S.TensorType.INT64, np.int64)}
+          "add_one_i64": lambda: add_one(S.TensorType.INT64, np.int64),
+          **{f"degenerate_{kind}": lambda kind=kind: degenerate(kind) for kind in DEGENERATE}}
 
 
 def main(argv: list[str] | None = None) -> int:
