@@ -227,16 +227,16 @@ def test_a_prompt_no_context_can_hold_is_not_tokenized(guest: TrampolineGuest, n
     # Tokenizing takes ~45 bytes of host memory per prompt byte: a guest's 1 GiB prompt (within the
     # tensor limit) would take the host down. Past what any context of the model can hold, it is
     # refused untokenized, PromptTooLong; a prompt under the bound is tokenized as before.
-    from llama_cpp import _internals
+    import llama_cpp
 
     tokenized: list[int] = []
-    tokenize = _internals.LlamaModel.tokenize
+    tokenize = llama_cpp.llama_tokenize
 
-    def spy(self: Any, text: bytes, add_bos: bool, special: bool) -> list[int]:
+    def spy(vocab: Any, text: bytes, *args: Any) -> int:
         tokenized.append(len(text))
-        return tokenize(self, text, add_bos, special)  # type: ignore[no-any-return]
+        return tokenize(vocab, text, *args)
 
-    monkeypatch.setattr(_internals.LlamaModel, "tokenize", spy)
+    monkeypatch.setattr(llama_cpp, "llama_tokenize", spy)
     ctx = open_context(guest, GREEDY)
     bound = guest.state.context(ctx).context.state.graph.max_prompt_bytes
     longest = max(len(t.encode()) for t in vocabulary()[0])

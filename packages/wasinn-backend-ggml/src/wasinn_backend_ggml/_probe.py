@@ -4,7 +4,8 @@
 *meaning* (architecture hyperparameters, tensor shapes per architecture, tokenizer details) and
 some of its checks abort the process. A model whose bytes came from a guest (``load``) is
 therefore first loaded, given a context and a tokenize + decode of a short text in a child
-process; a crash there is an ``invalid_argument`` for the guest, not the end of the host.
+process; a crash there is an ``invalid_argument`` for the guest, not the end of the host. The
+child's context and token buffer are small and fixed, whatever context the model declares.
 
 ``WASINN_GGML_PROBE`` chooses when: ``untrusted`` (default: models whose bytes came from a guest),
 ``always`` (also the embedder's named models) or ``never``. A guest cannot change it. A model is
@@ -37,7 +38,12 @@ try:
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx, cparams.n_batch, cparams.n_ubatch, cparams.n_threads, cparams.n_threads_batch = 64, 64, 64, 1, 1
     ctx = _internals.LlamaContext(model=model, params=cparams, verbose=False)
-    tokens = model.tokenize(b"probe \x00\xff\xe2\x96\x81 <s></s> text", True, True)[:32]
+    # A buffer sized by the text, not by the model's declared context (LlamaModel.tokenize allocates
+    # 4 bytes per declared token: 8 GiB for a model that declares 2^31).
+    text = b"probe \x00\xff\xe2\x96\x81 <s></s> text"
+    buffer = (llama_cpp.llama_token * (3 * len(text) + 16))()
+    n = llama_cpp.llama_tokenize(model.vocab, text, len(text), buffer, len(buffer), True, True)
+    tokens = list(buffer[:max(n, 0)])[:32]
     for t in tokens:
         model.token_to_piece(t)
     batch = _internals.LlamaBatch(n_tokens=64, embd=0, n_seq_max=1, verbose=False)

@@ -27,6 +27,9 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +40,7 @@ from wasinn import (
     ErrorCode,
     Graph,
     Hardware,
+    Limits,
     ModelDescription,
     Tensor,
     TensorSpec,
@@ -51,8 +55,9 @@ from wasinn_backend_ggml.scoring import gpu_offload
 log = logging.getLogger("wasinn.ggml")
 llama_log = logging.getLogger("wasinn.ggml.llama")
 
+# The metadata is optional: a component guest may compute with a prompt alone.
 INPUTS = (TensorSpec("prompt", TensorType.U8, (None,), any_length=True),
-          TensorSpec("metadata", TensorType.U8, (None,), any_length=True))
+          TensorSpec("metadata", TensorType.U8, (None,), any_length=True, optional=True))
 OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", TensorType.U8, (None,)))
 PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 TOP_K, MIN_P, TYPICAL_P = 40, 0.05, 1.0  # llama-cpp-python's defaults (WasmEdge sends no keys for them)
@@ -60,12 +65,106 @@ EMPTY = np.zeros(0, np.uint8)
 #: Options are a few keys: the cap wasinn puts on load_by_name_with_config's config (parsing JSON
 #: costs several times its size in host memory).
 MAX_METADATA_BYTES = 1 << 20
-#: ctx-size is capped at the model's training context, or this where that is smaller.
+#: ctx-size is capped at the model's training context, or this where that is smaller, and in any
+#: case at the embedder's ``Limits.max_context_tokens``.
 MIN_CTX_LIMIT = 4096
+#: llama.cpp rounds a context's size up to a multiple of 32 (256 with flash attention): the larger,
+#: so that what is charged is an upper bound.
+CTX_PAD = 256
+#: Host memory llama.cpp's tokenizer takes per prompt byte, at most: its symbol and work lists (measured
+#: 20 to 60 bytes per byte on SentencePiece vocabularies, depending on the text).
+TOKENIZE_BYTES_PER_BYTE = 64
+#: Tokens a prompt gives, at most, per byte (an invalid UTF-8 byte becomes U+FFFD: three byte tokens),
+#: and specials the tokenizer may add (BOS, EOS).
+TOKENS_PER_BYTE, EXTRA_TOKENS = 3, 16
+TOKEN_BYTES = 4  # llama_token is an int32
 
 
 def _error(code: ErrorCode, message: str) -> WasiNnError:
     return WasiNnError(code, message)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+class GuestFile:
+    """A guest's model bytes in a temporary file, for llama.cpp to map.
+
+    The name is removed as soon as llama.cpp has loaded the model (POSIX keeps a mapped file's data
+    until it is unmapped), whatever the load's outcome; so a process that ends without closing its
+    stores, or is killed, leaves nothing behind. Where the name cannot be removed while the file is
+    open (Windows), a finalizer removes it when the graph goes or, at the latest, at interpreter exit.
+    """
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="wasinn-ggml-", suffix=".gguf")
+        self._finalizer = weakref.finalize(self, _unlink, self.path)  # also runs at exit (atexit)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # still open where that forbids removal: the finalizer tries again later
+        self._finalizer.detach()
+
+
+def _largest(value: Any) -> int:
+    """A hyperparameter GGUF stores as an integer or as one per layer: the largest (0 if none)."""
+    if isinstance(value, list):
+        return max((v for v in value if isinstance(v, int) and not isinstance(v, bool)), default=0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(frozen=True)
+class MemoryShape:
+    """What a llama_context of a model costs, from the model's hyperparameters: upper bounds of
+    llama.cpp's allocations, charged to the context's budget before it makes them."""
+
+    kv_bytes_per_token: int  # n_layer * (n_embd_k_gqa + n_embd_v_gqa) * 2 (an f16 cache)
+    n_head: int
+    n_vocab: int
+    n_embd: int
+    n_ff: int
+
+    def kv_cache(self, n_ctx: int) -> int:
+        return n_ctx * self.kv_bytes_per_token
+
+    def compute(self, n_ctx: int, n_batch: int, n_ubatch: int, embedding: bool) -> int:
+        """llama.cpp's compute buffers (f32) and kept outputs. Per micro-batch token, the larger of
+        the attention scores of every head plus their mask over the whole context, and the logits
+        (llama.cpp's allocator reuses the one's memory for the other), plus the layer activations;
+        then the outputs kept (every token's embedding in embedding mode, else one token's logits).
+        Checked against the sizes llama.cpp reports for vocabularies of 323 to 64000 tokens, 4 to 32
+        heads, contexts of 256 to 32768 and micro-batches of 64 to 2048, with an eighth to spare."""
+        per_token = max(n_ctx * (self.n_head + 1), self.n_vocab) + 2 * self.n_ff + 4 * self.n_embd
+        outputs = (n_batch if embedding else 1) * (self.n_vocab + self.n_embd)
+        total = 4 * (n_ubatch * per_token + outputs)
+        return total + total // 8 + (1 << 20)
+
+
+def _memory_shape(info: validate.GgufInfo, llama: Any, model: Any) -> MemoryShape:
+    # The larger of what llama.cpp reports and what the file says (per-layer values at their
+    # largest): an over-estimate never lets a context cost more than it was charged.
+    meta, arch = info.metadata, info.architecture or "?"
+
+    def key(name: str) -> int:
+        return _largest(meta.get(f"{arch}.{name}"))
+
+    n_layer = max(llama.llama_model_n_layer(model.model), key("block_count"), 1)
+    n_embd = max(llama.llama_model_n_embd(model.model), key("embedding_length"), 1)
+    n_head = max(llama.llama_model_n_head(model.model), key("attention.head_count"), 1)
+    n_head_kv = max(llama.llama_model_n_head_kv(model.model), key("attention.head_count_kv")) or n_head
+    head_k = key("attention.key_length") or max(n_embd // n_head, 1)
+    head_v = key("attention.value_length") or max(n_embd // n_head, 1)
+    n_ff = key("feed_forward_length") or 4 * n_embd
+    return MemoryShape(kv_bytes_per_token=n_layer * n_head_kv * (head_k + head_v) * 2, n_head=n_head,
+                       n_vocab=max(model.n_vocab(), info.n_vocab, 1), n_embd=n_embd, n_ff=n_ff)
 
 
 @dataclass(eq=False)
@@ -73,10 +172,15 @@ class GraphState:
     model: Any  # llama_cpp._internals.LlamaModel
     path: str
     options: Options
-    temp_path: str | None
-    n_ctx_train: int
+    temp: GuestFile | None
+    #: The context a ctx-size of 0 asks for: the model's declared context, capped by the embedder.
+    n_ctx_model: int
+    #: The longest context any context of this graph may have (Limits.max_context_tokens at most).
+    n_ctx_limit: int
     n_embd: int
     pooling_declared: bool
+    shape: MemoryShape
+    limits: Limits
     #: A longer prompt cannot fit any context of this model: refused untokenized (see _prompt_bound).
     max_prompt_bytes: int = 1 << 62
     pieces: dict[int, bytes] = field(default_factory=dict)
@@ -90,7 +194,7 @@ class GraphState:
 class Generation:
     """One prompt's generation on a context: the prompt is evaluated, then one token per step."""
 
-    tokens: list[int]
+    tokens: Sequence[int]
     sampler: Any
     n_past: int
     n_ctx: int
@@ -114,7 +218,7 @@ class ContextState:
     batch: Any = None
     n_batch: int = 1
     prompt: bytes = b""
-    prompt_tokens: list[int] = field(default_factory=list)
+    prompt_tokens: Sequence[int] = field(default_factory=list)
     too_long: int = 0  # the byte length of a prompt refused untokenized (0: none)
     stream: Generation | None = None
     last_piece: bytes = b""
@@ -124,15 +228,23 @@ class ContextState:
     closed: bool = False
 
 
-def _prompt_bound(info: validate.GgufInfo, n_ctx_train: int) -> int:
+def _prompt_bound(info: validate.GgufInfo, n_ctx_limit: int) -> int:
     """The most prompt bytes that may fit the largest context a guest can ask for: every token stands
     for at most as many bytes as its longest text in the vocabulary ("<0x41>" or "▁the" are longer
     than the bytes they stand for), plus llama.cpp's rounding of ctx-size."""
     tokens = info.metadata.get("tokenizer.ggml.tokens")
     longest = max((len(t.encode("utf-8", "replace")) for t in tokens if isinstance(t, str)), default=1) \
         if isinstance(tokens, list) else 1
-    n_ctx = max(n_ctx_train, MIN_CTX_LIMIT) + 256  # as _llama_context caps it (ctx-size 0: n_ctx_train)
-    return n_ctx * max(longest, 1)
+    return (n_ctx_limit + CTX_PAD) * max(longest, 1)
+
+
+def _context_limits(n_ctx_train: int, limits: Limits) -> tuple[int, int, int]:
+    """(the context length the model declares, the context a ctx-size of 0 gets, the longest context
+    allowed). The declaration is the guest's; the embedder's max_context_tokens bounds both."""
+    declared = n_ctx_train & 0xFFFFFFFF  # llama.cpp reads a u32 and reports it as an int32
+    cap = limits.max_context_tokens
+    n_ctx_model = min(declared, cap) if declared > 0 else min(MIN_CTX_LIMIT, cap)
+    return declared, n_ctx_model, min(max(n_ctx_model, MIN_CTX_LIMIT), cap)
 
 
 class GgmlBackend:
@@ -157,28 +269,22 @@ class GgmlBackend:
     # -- graphs ----------------------------------------------------------------------------------
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         options = update(Options(), model.config, where="load config")
-        temp_path = None
         if model.paths and len(model.paths) == 1:
-            path = str(model.paths[0])  # the embedder's file: llama.cpp maps it, nothing is copied
-        else:
-            fd, temp_path = tempfile.mkstemp(prefix="wasinn-ggml-", suffix=".gguf")
-            with os.fdopen(fd, "wb") as file:
-                file.write(model.builders[0])
-            path = temp_path
+            # the embedder's file: llama.cpp maps it, nothing is copied
+            return self._load_file(model, str(model.paths[0]), options, None)
+        temp = GuestFile(model.builders[0])
         try:
-            return self._load_file(model, path, options, temp_path)
-        except BaseException:
-            if temp_path is not None:
-                os.unlink(temp_path)
-            raise
+            return self._load_file(model, temp.path, options, temp)
+        finally:
+            temp.remove()  # loaded or refused, the name goes now (llama.cpp keeps the mapped data)
 
-    def _load_file(self, model: ModelDescription, path: str, options: Options, temp_path: str | None) -> Graph:
+    def _load_file(self, model: ModelDescription, path: str, options: Options, temp: GuestFile | None) -> Graph:
         try:
             info = validate.read_file(path)
         except validate.GgufError as exc:
             raise _error(ErrorCode.INVALID_ARGUMENT, f"malformed GGUF model: {exc}") from None
         if _probe.wanted(trusted=model.name is not None):
-            _probe.probe(path, hashlib.sha256(model.builders[0]).hexdigest() if temp_path else None)
+            _probe.probe(path, hashlib.sha256(model.builders[0]).hexdigest() if temp else None)
         n_gpu_layers = options.n_gpu_layers
         if n_gpu_layers != 0 and not gpu_offload():
             log.warning("ggml: n-gpu-layers=%d asked for, but this llama.cpp build has no GPU offload: the "
@@ -204,10 +310,16 @@ class GgmlBackend:
         except (ValueError, RuntimeError) as exc:
             raise _error(ErrorCode.INVALID_ARGUMENT, f"llama.cpp cannot load the GGUF model: {exc}") from None
         arch = info.architecture or "?"
-        state = GraphState(model=llama_model, path=path, options=options, temp_path=temp_path,
-                           n_ctx_train=llama_model.n_ctx_train(), n_embd=llama_model.n_embd(),
+        limits = model.limits
+        declared, n_ctx_model, n_ctx_limit = _context_limits(llama_model.n_ctx_train(), limits)
+        if declared > limits.max_context_tokens:
+            log.info("ggml: the model declares a context of %d tokens; its contexts are capped at %d "
+                     "(Limits.max_context_tokens)", declared, limits.max_context_tokens)
+        state = GraphState(model=llama_model, path=path, options=options, temp=temp, n_ctx_model=n_ctx_model,
+                           n_ctx_limit=n_ctx_limit, n_embd=llama_model.n_embd(),
                            pooling_declared=f"{arch}.pooling_type" in info.metadata,
-                           max_prompt_bytes=_prompt_bound(info, llama_model.n_ctx_train()))
+                           shape=_memory_shape(info, self.llama, llama_model), limits=limits,
+                           max_prompt_bytes=_prompt_bound(info, n_ctx_limit))
         device = "gpu" if n_gpu_layers != 0 else "cpu"
         log.info("ggml: loaded %s model (%d tensors, vocabulary of %d) on the %s", arch, len(info.tensors),
                  info.n_vocab, device)
@@ -225,11 +337,8 @@ class GgmlBackend:
         if state.unloaded and state.contexts == 0 and not state.freed:
             state.freed = True
             state.model.close()
-            if state.temp_path is not None:
-                try:
-                    os.unlink(state.temp_path)
-                except OSError:
-                    pass
+            if state.temp is not None:
+                state.temp.remove()
 
     # -- contexts ----------------------------------------------------------------------------------
     def init_execution_context(self, graph: Graph) -> Context:
@@ -261,23 +370,34 @@ class GgmlBackend:
             cstate.llama_ctx = None
             cstate.ctx_key = None
 
-    def _llama_context(self, cstate: ContextState) -> Any:
+    def _llama_context(self, context: Context, cstate: ContextState) -> Any:
         """The context's llama_context for its current options (re-created when they change)."""
         options = cstate.options
         key = options.context_key()
         if cstate.llama_ctx is not None and cstate.ctx_key == key:
             return cstate.llama_ctx
         self._drop_llama_context(cstate)
+        budget = context.budget
+        budget.hold("kv-cache", 0)
+        budget.hold("compute-buffers", 0)
         llama = self.llama
+        graph = cstate.graph
         params = llama.llama_context_default_params()
-        # Guest-chosen sizes are bounded: the KV cache and the compute buffers grow with them.
-        limit = max(cstate.graph.n_ctx_train, MIN_CTX_LIMIT)
-        n_ctx = options.ctx_size or cstate.graph.n_ctx_train or MIN_CTX_LIMIT
+        # Guest-chosen sizes are bounded by the embedder (Limits.max_context_tokens), never by the
+        # guest's model; what they cost is charged to the context's budget before llama.cpp allocates.
+        limit = graph.n_ctx_limit
+        n_ctx = options.ctx_size or graph.n_ctx_model
         if n_ctx > limit:
-            log.warning("ggml: ctx-size %d is more than the model's training context allows here; using %d",
-                        n_ctx, limit)
+            why = "Limits.max_context_tokens" if limit == graph.limits.max_context_tokens \
+                else "the model's training context, or 4096"
+            log.warning("ggml: ctx-size %d is more than this host allows (%s); using %d", n_ctx, why, limit)
             n_ctx = limit
         n_batch = min(options.batch_size, n_ctx)
+        n_ubatch = min(n_batch, options.ubatch_size)
+        n_cells = -(-n_ctx // CTX_PAD) * CTX_PAD
+        # Raises TOO_LARGE, naming the limit, past the context's or the store's runtime-memory budget.
+        budget.hold("kv-cache", graph.shape.kv_cache(n_cells))
+        budget.hold("compute-buffers", graph.shape.compute(n_cells, n_batch, n_ubatch, options.embedding))
         cores = os.cpu_count() or 1
         threads, threads_batch = options.n_threads()
         if max(threads, threads_batch) > cores:
@@ -285,7 +405,7 @@ class GgmlBackend:
             threads, threads_batch = min(threads, cores), min(threads_batch, cores)
         params.n_ctx = n_ctx
         params.n_batch = n_batch
-        params.n_ubatch = min(n_batch, options.ubatch_size)
+        params.n_ubatch = n_ubatch
         params.n_threads, params.n_threads_batch = threads, threads_batch
         params.embeddings = options.embedding
         if options.embedding and not cstate.graph.pooling_declared:
@@ -293,12 +413,15 @@ class GgmlBackend:
         if hasattr(params, "flash_attn"):
             params.flash_attn = False  # llama-cpp-python's default
         try:
-            cstate.llama_ctx = self.internals.LlamaContext(model=cstate.graph.model, params=params, verbose=False)
+            cstate.llama_ctx = self.internals.LlamaContext(model=graph.model, params=params, verbose=False)
+            cstate.n_batch = max(n_batch, 1)
+            cstate.batch = self.internals.LlamaBatch(n_tokens=cstate.n_batch, embd=0, n_seq_max=1, verbose=False)
         except (ValueError, RuntimeError) as exc:
+            self._drop_llama_context(cstate)
+            budget.hold("kv-cache", 0)
+            budget.hold("compute-buffers", 0)
             raise _error(ErrorCode.RUNTIME_ERROR, f"llama.cpp cannot create a context (ctx-size {n_ctx}): "
                                                   f"{exc}") from None
-        cstate.n_batch = max(n_batch, 1)
-        cstate.batch = self.internals.LlamaBatch(n_tokens=cstate.n_batch, embd=0, n_seq_max=1, verbose=False)
         cstate.ctx_key = key
         return cstate.llama_ctx
 
@@ -317,11 +440,23 @@ class GgmlBackend:
                 log.warning("ggml: a prompt of %d bytes cannot fit any context of this model (at most %d "
                             "bytes): not tokenized", size, cstate.graph.max_prompt_bytes)
                 return
-            data = bytes(tensor.data)
-            cstate.prompt, cstate.too_long = data, 0
-            # Tokenized now, as WasmEdge does: guests read input_tokens (output 1) before compute.
-            cstate.prompt_tokens = self._tokenize(cstate) if data else []
-            cstate.input_tokens, cstate.output_tokens = len(cstate.prompt_tokens), 0
+            # The previous prompt goes first; the tokenizer's memory is charged before it runs.
+            cstate.prompt, cstate.prompt_tokens, cstate.too_long = b"", [], 0
+            cstate.input_tokens, cstate.output_tokens = 0, 0
+            budget = context.budget
+            budget.hold("prompt", 0)
+            budget.hold("prompt", size * (1 + TOKENIZE_BYTES_PER_BYTE + TOKENS_PER_BYTE * TOKEN_BYTES)
+                        + EXTRA_TOKENS * TOKEN_BYTES)
+            try:
+                data = bytes(tensor.data)
+                # Tokenized now, as WasmEdge does: guests read input_tokens (output 1) before compute.
+                tokens = self._tokenize(cstate.graph, data) if data else array("i")
+            except BaseException:
+                budget.hold("prompt", 0)
+                raise
+            budget.hold("prompt", len(data) + len(tokens) * TOKEN_BYTES)  # what stays: the bytes and tokens
+            cstate.prompt, cstate.prompt_tokens = data, tokens
+            cstate.input_tokens = len(tokens)
             return
         size = memoryview(tensor.data).nbytes
         if size > MAX_METADATA_BYTES:
@@ -364,15 +499,24 @@ class GgmlBackend:
             sampler.add_dist(options.seed)
         return sampler
 
-    def _tokenize(self, cstate: ContextState) -> list[int]:
-        model = cstate.graph.model
-        if not cstate.prompt:
-            raise _error(ErrorCode.INVALID_ARGUMENT, "no prompt: set input 0 first")
-        tokens: list[int] = model.tokenize(cstate.prompt, model.add_bos_token(), True)
-        return tokens
+    def _tokenize(self, graph: GraphState, text: bytes) -> array[int]:
+        """The prompt's tokens, with a buffer sized by the prompt (llama-cpp-python's tokenize sizes
+        it by the model's declared context: 8 GiB for a model that declares 2^31 tokens)."""
+        llama, vocab = self.llama, graph.model.vocab
+        add_bos = graph.model.add_bos_token()
+        size = len(text) + EXTRA_TOKENS
+        for _ in range(2):
+            buffer = (llama.llama_token * size)()
+            n = llama.llama_tokenize(vocab, text, len(text), buffer, size, add_bos, True)
+            if n >= 0:
+                return array("i", ctypes.string_at(buffer, n * TOKEN_BYTES))
+            if -n > len(text) * TOKENS_PER_BYTE + EXTRA_TOKENS:
+                break  # more than was charged: no tokenizer gives that many
+            size = -n  # more tokens than bytes (invalid UTF-8): llama.cpp says exactly how many
+        raise _error(ErrorCode.RUNTIME_ERROR, f"llama.cpp could not tokenize the prompt ({n} tokens)")
 
     @staticmethod
-    def _prompt_tokens(cstate: ContextState) -> list[int]:
+    def _prompt_tokens(cstate: ContextState) -> Sequence[int]:
         if cstate.too_long:
             raise _error(ErrorCode.PROMPT_TOO_LONG, f"the prompt is {cstate.too_long} bytes; no context of this "
                                                     f"model can hold more than {cstate.graph.max_prompt_bytes} "
@@ -381,7 +525,7 @@ class GgmlBackend:
             raise _error(ErrorCode.INVALID_ARGUMENT, "no prompt: set input 0 first")
         return cstate.prompt_tokens
 
-    def _decode(self, cstate: ContextState, tokens: list[int], n_past: int) -> None:
+    def _decode(self, cstate: ContextState, tokens: Sequence[int], n_past: int) -> None:
         batch_size = cstate.n_batch
         for start in range(0, len(tokens), batch_size):
             chunk = tokens[start:start + batch_size]
@@ -391,8 +535,8 @@ class GgmlBackend:
             except RuntimeError as exc:
                 raise _error(ErrorCode.CONTEXT_FULL, f"llama.cpp could not evaluate the tokens: {exc}") from None
 
-    def _start(self, cstate: ContextState) -> Generation:
-        ctx = self._llama_context(cstate)
+    def _start(self, context: Context, cstate: ContextState) -> Generation:
+        ctx = self._llama_context(context, cstate)
         options = cstate.options
         tokens = self._prompt_tokens(cstate)
         n_ctx = ctx.n_ctx()
@@ -478,9 +622,9 @@ class GgmlBackend:
         cstate: ContextState = context.state
         cstate.stream = None
         if cstate.options.embedding:
-            cstate.output = self._embed(cstate)
+            cstate.output = self._embed(context, cstate)
             return
-        gen = self._start(cstate)
+        gen = self._start(context, cstate)
         started = time.perf_counter()
         try:
             while True:
@@ -494,8 +638,8 @@ class GgmlBackend:
                 elapsed = time.perf_counter() - started
                 log.info("ggml: %d tokens generated in %.1f ms", len(gen.generated), elapsed * 1000)
 
-    def _embed(self, cstate: ContextState) -> bytes:
-        ctx = self._llama_context(cstate)
+    def _embed(self, context: Context, cstate: ContextState) -> bytes:
+        ctx = self._llama_context(context, cstate)
         tokens = self._prompt_tokens(cstate)
         if len(tokens) > cstate.n_batch or len(tokens) >= ctx.n_ctx():
             raise _error(ErrorCode.PROMPT_TOO_LONG, f"the text is {len(tokens)} tokens; an embedding takes at most "
@@ -551,7 +695,7 @@ class GgmlBackend:
         if cstate.options.embedding:
             raise _error(ErrorCode.UNSUPPORTED_OPERATION, "embedding mode does not stream: use compute")
         if cstate.stream is None:
-            cstate.stream = self._start(cstate)
+            cstate.stream = self._start(context, cstate)
         cstate.last_piece = self._step(cstate, cstate.stream)
 
     def get_output_single(self, context: Context, index: int) -> np.ndarray:

@@ -8,8 +8,10 @@ normals from a fixed seed, so the same arguments always give the same file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,10 +53,23 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_llama(path: str | Path, spec: TinyLlama = TinyLlama(), *, tokens: list[str] | None = None) -> Path:
+#: GGUF value type names for ``write_tiny_llama(metadata=...)``.
+VALUE_TYPES = ("u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "str")
+
+
+def write_tiny_llama(path: str | Path, spec: TinyLlama = TinyLlama(), *, tokens: list[str] | None = None,
+                     metadata: Mapping[str, tuple[Any, str]] | None = None) -> Path:
     """Write a random llama GGUF to ``path`` and return it. ``tokens`` replaces the vocabulary's
-    texts (same length), to make hostile files."""
+    texts (same length), to make hostile files. ``metadata`` adds or replaces keys, each as
+    ``(value, type)`` with a type of :data:`VALUE_TYPES` (``{"llama.context_length": (2**40, "u64")}``)."""
     import gguf
+
+    kinds = dict(zip(VALUE_TYPES, (gguf.GGUFValueType.UINT8, gguf.GGUFValueType.INT8, gguf.GGUFValueType.UINT16,
+                                   gguf.GGUFValueType.INT16, gguf.GGUFValueType.UINT32, gguf.GGUFValueType.INT32,
+                                   gguf.GGUFValueType.UINT64, gguf.GGUFValueType.INT64, gguf.GGUFValueType.FLOAT32,
+                                   gguf.GGUFValueType.FLOAT64, gguf.GGUFValueType.BOOL,
+                                   gguf.GGUFValueType.STRING), strict=True))
+    extra = dict(metadata or {})
 
     path = Path(path)
     vocab, scores, types = vocabulary()
@@ -91,6 +106,10 @@ def write_tiny_llama(path: str | Path, spec: TinyLlama = TinyLlama(), *, tokens:
     writer.add_eos_token_id(spec.eos_id)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    for key, (value, kind) in extra.items():
+        if key in writer.kv_data[0]:
+            del writer.kv_data[0][key]  # replaced, not written twice
+        writer.add_key_value(key, value, kinds[kind])
 
     writer.add_tensor("token_embd.weight", weight(n_vocab, spec.n_embd, scale=1.0))
     for i in range(spec.n_layer):
