@@ -114,6 +114,9 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--fuel", type=int, metavar="N", help="trap the guest after N units of fuel")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="trap the guest after this wall time")
     run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
+    run.add_argument("--allow-guest-code", action="store_true",
+                     help="accept model formats that carry code (TorchScript, .pt2) from the guest's own load; "
+                          "backends still check them against their whitelists")
 
 
 def _add_remote_arguments(parser: argparse.ArgumentParser) -> None:

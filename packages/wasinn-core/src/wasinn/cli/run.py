@@ -24,6 +24,7 @@ from wasinn.cli.options import (
 )
 from wasinn.errors import ConfigurationError
 from wasinn.host.host import WasiNnHost
+from wasinn.limits import Limits
 
 TRAP_EXIT_STATUS = 134  # what Wasmtime's CLI reports for a trap (128 + SIGABRT)
 
@@ -71,7 +72,8 @@ def run_command(args: argparse.Namespace) -> int:
     for item in args.prefer:
         key, names = parse_prefer(item)
         prefer[key] = names
-    host = WasiNnHost(backend=args.backend, prefer=prefer, abi=args.abi)
+    limits = Limits(allow_guest_code=True) if getattr(args, "allow_guest_code", False) else None
+    host = WasiNnHost(backend=args.backend, prefer=prefer, abi=args.abi, limits=limits)
     host.load_progress = spinner
     default_target = parse_target(args.target) if args.target else None
     for flag in [parse_nn_graph(v) for v in args.nn_graph] + [parse_nn_preload(v) for v in args.nn_preload]:
