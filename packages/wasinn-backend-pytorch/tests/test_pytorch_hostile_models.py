@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -513,3 +514,173 @@ def test_guard_code_and_sample_inputs_are_dropped() -> None:
     assert _model_json(rebuilt)["guards_code"] == []
     with zipfile.ZipFile(io.BytesIO(rebuilt)) as archive:
         assert all(archive.read(n) == b"" for n in archive.namelist() if "/sample_inputs/" in n)
+
+
+def test_a_compressed_entry_may_not_declare_more_than_the_archive_holds() -> None:
+    """A deflated entry of zeros: a few kB of archive that the check and torch would inflate."""
+    base = _export_base()
+    root = zipfile.ZipFile(io.BytesIO(base)).namelist()[0].split("/", 1)[0]
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(base)) as source, zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, source.read(name))
+        target.writestr(f"{root}/extra/zeros", b"\0" * (64 << 20), compress_type=zipfile.ZIP_DEFLATED)
+    assert len(out.getvalue()) < 1 << 20
+    with pytest.raises(safety.UnsafeModel, match="declare"):
+        safety.safe_torch_export(out.getvalue())
+
+
+# --- real models keep working ------------------------------------------------------------------------------
+
+
+class _ConvNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding="same")
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.blocks = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Identity(),
+                                          torch.nn.MaxPool2d(2))
+        self.head = torch.nn.Linear(4, 3)
+        self.drop = torch.nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm(self.conv(x)))
+        y = torch.nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear") + 0.5
+        y = torch.nn.functional.adaptive_avg_pool2d(self.blocks(y) + 1.0, 1).flatten(1)
+        return torch.softmax(self.head(self.drop(y)), dim=-1)
+
+
+@torch.jit.script
+class _Scale:
+    def __init__(self, k: float) -> None:
+        self.k = k
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.k
+
+
+class _Pair(NamedTuple):
+    values: torch.Tensor
+    sums: torch.Tensor
+
+
+class _Containers(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(3)])
+        self.acts = torch.nn.ModuleDict({"gelu": torch.nn.GELU(approximate="tanh"), "silu": torch.nn.SiLU()})
+        self.embed = torch.nn.Embedding(10, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.label = "na\u00efve \u2713"
+
+    def forward(self, tokens: torch.Tensor) -> _Pair:
+        x = self.norm(self.embed(tokens))
+        for layer in self.layers:
+            x = layer(x)
+        x = self.acts["gelu"](x) + self.acts["silu"](x)
+        rows = [x[i].sum() for i in range(x.shape[0])]
+        if self.label.startswith("na"):
+            x = torch.div(x, 2.0, rounding_mode="floor")
+        assert x.dim() == 3, f"expected 3 dimensions, got {x.dim()}"
+        return _Pair(_Scale(0.5).apply(x), torch.stack(rows))
+
+
+class _Recurrent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 16, batch_first=True)
+        self.gru = torch.nn.GRU(16, 8, batch_first=True)
+        self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(x)
+        g, _ = self.gru(h)
+        a, _ = self.attention(g, g, g)
+        return a
+
+
+class _Dynamic(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        return x.reshape(n // 2, -1), torch.zeros(n % 3 + 1), x[: max(1, n - 1)] * 2
+
+
+class _Unbacked(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = x.sum().to(torch.int64).item()
+        torch._check(k >= 0)
+        torch._check(k < 100)
+        return x.nonzero(), torch.zeros(k)
+
+
+def _save_script(module: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(module.eval()), buffer)
+    return buffer.getvalue()
+
+
+def _save_trace(module: torch.nn.Module, example: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.trace(module.eval(), example, check_trace=False), buffer)
+    return buffer.getvalue()
+
+
+def _save_export(module: torch.nn.Module, example: torch.Tensor, dims: dict[int, object] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    name = next(iter(__import__("inspect").signature(module.forward).parameters))
+    shapes = {name: dims} if dims else None
+    torch.export.save(torch.export.export(module.eval(), (example,), dynamic_shapes=shapes), buffer)
+    return buffer.getvalue()
+
+
+AUTO = torch.export.Dim.AUTO
+REAL_MODELS: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[torch.nn.Module, torch.Tensor], bytes],
+                             torch.Tensor]] = {
+    "scripted conv net": (_ConvNet, lambda m, x: _save_script(m), torch.rand(1, 3, 8, 8)),
+    "traced conv net": (_ConvNet, _save_trace, torch.rand(1, 3, 8, 8)),
+    "scripted containers, NamedTuple, TorchScript class": (_Containers, lambda m, x: _save_script(m),
+                                                           torch.tensor([[1, 2, 3], [4, 5, 6]])),
+    "traced LSTM, GRU, multi-head attention": (_Recurrent, _save_trace, torch.rand(2, 5, 8)),
+    ".pt2 conv net, dynamic batch": (_ConvNet, lambda m, x: _save_export(m, x, {0: AUTO}), torch.rand(2, 3, 8, 8)),
+    ".pt2 LSTM, GRU, attention, dynamic batch and length": (
+        _Recurrent, lambda m, x: _save_export(m, x, {0: AUTO, 1: AUTO}), torch.rand(2, 5, 8)),
+    ".pt2 // and % of a dynamic size": (_Dynamic, lambda m, x: _save_export(m, x, {0: AUTO}), torch.rand(6, 4)),
+}
+
+
+@pytest.mark.parametrize("label", REAL_MODELS)
+def test_real_models_pass_the_whitelists_from_a_guest(label: str) -> None:
+    make, save, example = REAL_MODELS[label]
+    torch.manual_seed(0)
+    module = make().eval()
+    model = save(module, example)
+    with wasinn.WasiNnHost(limits=Limits(allow_guest_code=True)) as host:
+        state = host.new_state()
+        graph = state.load([model], wasinn.GraphEncoding.PYTORCH, wasinn.ExecutionTarget.CPU)
+        context = state.init_execution_context(graph)
+        state.set_input(context, 0, wasinn.Tensor.from_numpy(example.numpy()))
+        state.compute(context)
+        with torch.inference_mode():
+            want = module(example)
+        first = want[0] if isinstance(want, tuple) else want
+        np.testing.assert_allclose(np.array(state.get_output(context, 0)), first.numpy(), rtol=1e-5, atol=1e-6)
+        state.close()
+
+
+def test_a_pt2_with_unbacked_sizes_and_checks_passes() -> None:
+    torch._dynamo.config.capture_scalar_outputs = True
+    model = _save_export(_Unbacked(), torch.ones(4, 3))
+    safety.safe_torch_export(model)  # expressions with u0, StrictLessThan, ... are in the grammar
+
+
+def test_scripted_multihead_attention_is_refused_from_a_guest_for_its_warnings() -> None:
+    """Its scripted code calls warnings.warn (guest text on the host's stderr): trace or export it."""
+    model = _save_script(torch.nn.MultiheadAttention(8, 2, batch_first=True))
+    with pytest.raises(safety.UnsafeModel, match=r"torch\.warn"):
+        safety.check_torchscript(model, _op_names())
+
+
+def _op_names() -> frozenset[str]:
+    from wasinn_backend_pytorch.backend import _op_names as names
+
+    return names()

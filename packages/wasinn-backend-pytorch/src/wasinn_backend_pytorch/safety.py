@@ -59,6 +59,11 @@ def _archive(data: bytes) -> zipfile.ZipFile:
         raise UnsafeModel(f"not a readable zip archive: {exc}") from None
     if len(archive.infolist()) > MAX_ENTRIES:
         raise UnsafeModel(f"more than {MAX_ENTRIES} entries")
+    # torch writes its archives uncompressed; the sizes the entries declare are what the check
+    # and torch allocate, so they may not add up to much more than the archive itself.
+    declared = sum(info.file_size for info in archive.infolist())
+    if declared > 2 * len(data) + (1 << 20):
+        raise UnsafeModel(f"its entries declare {declared} bytes uncompressed, from a {len(data)}-byte archive")
     return archive
 
 
