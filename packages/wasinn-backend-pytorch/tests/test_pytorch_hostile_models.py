@@ -530,6 +530,48 @@ def test_a_compressed_entry_may_not_declare_more_than_the_archive_holds() -> Non
         safety.safe_torch_export(out.getvalue())
 
 
+# Shapes of code and pickles TorchScript's printer never writes: each refused by check_torchscript
+# itself (not by torch failing to compile them), with the reason in the message.
+_PLAIN_FORWARD = "    return x\n"
+_NOT_PRINTED = {
+    "an interface base class": ("class {cls}(Interface):", "derives class"),
+    "a decorator": ("  @torch.jit.export\n  def forward(", "'@' is not TorchScript's output"),
+    "a module-level import": ("import os\nclass {cls}(Module):", "module-level Import"),
+    "forward hooks": ("  __forward_hooks__ = [\"forward\"]\n  def forward(", "special method"),
+    "a comment": ("  def forward(  # hi\n", "comment"),
+    "a tab": ("  def forward(self: {qual}.{cls},\n\tx: Tensor) -> Tensor:", "control characters"),
+    "a non-ASCII name": ("  def forward(self: {qual}.{cls},\n    x\u00e9: Tensor) -> Tensor:", "ASCII"),
+}
+
+
+@pytest.mark.parametrize("label", _NOT_PRINTED)
+def test_torchscript_shapes_the_printer_never_writes_are_refused(label: str) -> None:
+    replacement, words = _NOT_PRINTED[label]
+    anchor = {"an interface base class": "class {cls}(Module):", "a module-level import": "class {cls}(Module):",
+              "a tab": "  def forward(self: {qual}.{cls},\n    x: Tensor) -> Tensor:",
+              "a non-ASCII name": "  def forward(self: {qual}.{cls},\n    x: Tensor) -> Tensor:"}.get(
+        label, "  def forward(")
+    template = _PLAIN.replace(anchor, replacement, 1)
+    model = _torchscript_with(template, "plain", forward=_PLAIN_FORWARD.rstrip("\n"), functions="")
+    with pytest.raises(safety.UnsafeModel, match=words):
+        safety.check_torchscript(model, _op_names())
+
+
+def test_a_torch_classes_definition_and_foreign_pickle_globals_are_refused() -> None:
+    plain = _torchscript_with(_PLAIN, "plain", forward=_PLAIN_FORWARD.rstrip("\n"), functions="")
+    root = zipfile.ZipFile(io.BytesIO(plain)).namelist()[0].split("/", 1)[0]
+    forged = rezip(plain, {f"{root}/code/__torch__/torch/classes/quantized.py": b"class Base:\n  pass\n"})
+    with pytest.raises(safety.UnsafeModel, match=r"torch\.classes"):
+        safety.check_torchscript(forged, _op_names())
+    import pickle
+    foreign = rezip(plain, {f"{root}/data.pkl": pickle.dumps(Path("x"), protocol=2)})
+    with pytest.raises(safety.UnsafeModel, match="neither a tensor helper"):
+        safety.check_torchscript(foreign, _op_names())
+    stack = rezip(plain, {f"{root}/constants.pkl": pickle.dumps(Path("x"), protocol=4)})
+    with pytest.raises(safety.UnsafeModel, match="STACK_GLOBAL"):
+        safety.check_torchscript(stack, _op_names())
+
+
 # --- real models keep working ------------------------------------------------------------------------------
 
 

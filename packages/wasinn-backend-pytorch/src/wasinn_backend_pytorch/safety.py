@@ -483,6 +483,9 @@ def _define(sources: dict[str, ast.Module]) -> _Definitions:
     found = _Definitions()
     for qualifier, tree in sources.items():
         for item in tree.body:
+            if isinstance(item, ast.ClassDef | ast.FunctionDef) and f"{qualifier}.{item.name}".startswith(
+                    "__torch__.torch.classes"):
+                raise UnsafeModel(f"its code defines {qualifier}.{item.name}: torch.classes are native objects")
             if isinstance(item, ast.ClassDef):
                 found.classes.add(f"{qualifier}.{item.name}")
                 for member in item.body:
