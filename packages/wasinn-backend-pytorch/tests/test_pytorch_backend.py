@@ -11,13 +11,14 @@ import torch
 from torch_models import TORCH_DTYPE, AddOne, Affine, exported, torchscript
 
 import wasinn
-from wasinn import ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat, Tensor, TensorType, WasiNnError
+from wasinn import ErrorCode, ExecutionTarget, GraphEncoding, Limits, ModelFormat, Tensor, TensorType, WasiNnError
 from wasinn.host.state import StoreState
 
 
 @pytest.fixture
 def host() -> Iterator[wasinn.WasiNnHost]:
-    with wasinn.WasiNnHost(backend="pytorch") as h:
+    # These tests load models as a guest would: the embedder opted in to guest TorchScript/.pt2.
+    with wasinn.WasiNnHost(backend="pytorch", limits=Limits(allow_guest_code=True)) as h:
         yield h
 
 

@@ -38,7 +38,7 @@ def test_nn_run_loads_and_infers_like_native_torch(nn_run: Callable[..., int], t
     x.tofile(tmp_path / "x.f32")
     status = nn_run("--load", str(ENC_PYTORCH), "0", "/d/model.pt", "--input", "0", str(WITX_TYPE["f32"]), "1x4",
                     "/d/x.f32", "--output", "0", "/d/y.bin", "--output", "1", "/d/sums.bin",
-                    flags=["--abi", abi])
+                    flags=["--abi", abi, "--allow-guest-code"])
     assert status == 0
     with torch.inference_mode():
         want_y, want_sums = module(torch.from_numpy(x))
@@ -59,14 +59,14 @@ def test_wasmtime_directory_syntax_and_autodetect(nn_run: Callable[..., int], tm
         want = Affine().eval()(torch.ones(1, 4))[1]
     assert np.float32(capfd.readouterr().out.split()[0]) == pytest.approx(float(want[0]), rel=1e-6)
     status = nn_run("--load", str(ENC_AUTODETECT), "0", "/d/models/model.pt", "--input", "0", str(WITX_TYPE["f32"]),
-                    "1x4", "/d/x.f32", "--output", "0", "/d/y.bin")
+                    "1x4", "/d/x.f32", "--output", "0", "/d/y.bin", flags=["--allow-guest-code"])
     assert status == 0
 
 
 def test_gpu_target_is_refused_clearly(nn_run: Callable[..., int], tmp_path: Path,
                                        capfd: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "model.pt").write_bytes(torchscript(Affine()))
-    status = nn_run("--load", str(ENC_PYTORCH), "1", "/d/model.pt")  # target 1 = gpu
+    status = nn_run("--load", str(ENC_PYTORCH), "1", "/d/model.pt", flags=["--allow-guest-code"])  # 1 = gpu
     assert status == EXIT["unsupported_operation"]
     assert "needs CUDA" in capfd.readouterr().err
 
@@ -77,7 +77,9 @@ def test_a_refused_model_is_invalid_argument_to_the_guest(nn_run: Callable[..., 
             return torch.from_file("/etc/passwd", False, 16, dtype=torch.uint8)
 
     (tmp_path / "model.pt").write_bytes(torchscript(Reader()))
-    assert nn_run("--load", str(ENC_PYTORCH), "0", "/d/model.pt") == EXIT["invalid_argument"]
+    assert nn_run("--load", str(ENC_PYTORCH), "0", "/d/model.pt") == EXIT["invalid_argument"]  # core: no guest code
+    assert nn_run("--load", str(ENC_PYTORCH), "0", "/d/model.pt",
+                  flags=["--allow-guest-code"]) == EXIT["invalid_argument"]  # the backend's whitelist
 
 
 def test_digits_demo_classifies_through_torchscript(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -180,14 +180,44 @@ def _walk_kinds(graph: Any) -> list[str]:
 
 
 def _torchscript_kinds(module: Any) -> list[str]:
+    """Every node kind the module can run: each method of each submodule with the functions and
+    methods it calls inlined (a call into the archive's own code is walked, not trusted)."""
     kinds: list[str] = []
     for submodule in module.modules():
         script = getattr(submodule, "_c", None)
         if script is None:
             continue
         for name in script._method_names():
-            kinds.extend(_walk_kinds(script._get_method(name).graph))
+            kinds.extend(_walk_kinds(script._get_method(name).inlined_graph))
     return kinds
+
+
+_OP_NAMES: list[frozenset[str]] = []
+
+
+def _op_names() -> frozenset[str]:
+    """The names of every aten and prim operator torch knows (what a method call on a tensor can reach)."""
+    if not _OP_NAMES:
+        schemas = _torch()._C._jit_get_all_schemas()
+        _OP_NAMES.append(frozenset(s.name.split("::", 1)[1] for s in schemas
+                                   if s.name.startswith(("aten::", "prim::"))))
+    return _OP_NAMES[0]
+
+
+def _target_name(target: Any) -> str:
+    """A ``.pt2`` graph node's target as torch.export serializes it."""
+    torch = _torch()
+    if isinstance(target, torch._ops.OpOverload):
+        return f"torch.ops.{target.namespace}.{target._opname}.{target._overloadname}"
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return f"torch.ops.higher_order.{target.name()}"
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__name__', '?')}"
+
+
+def _export_targets(program: Any) -> list[Any]:
+    """The call targets of every graph of the program, subgraphs of higher-order operators included."""
+    return [node.target for module in program.graph_module.modules() if hasattr(module, "graph")
+            for node in module.graph.nodes if node.op == "call_function"]
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -287,10 +317,12 @@ class TorchBackend:
         started = time.perf_counter()
         data = bytes(model.builders[0])
         try:
+            # A guest's archive passes the whitelists before torch reads it and again once loaded;
+            # the embedder's named models are its own code (a .pt2 still gets the archive checks).
             if model.format == ModelFormat.TORCH_EXPORT:
-                module, inputs, outputs, required = self._load_export(data, device)
+                module, inputs, outputs, required = self._load_export(data, device, guest=model.from_guest)
             else:
-                module, inputs, outputs, required = self._load_torchscript(data, device)
+                module, inputs, outputs, required = self._load_torchscript(data, device, guest=model.from_guest)
         except safety.UnsafeModel as exc:
             log.error("pytorch: refused %s: %s", model.describe(), exc)
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"refused {model.describe()}: {exc}") from None
@@ -306,18 +338,20 @@ class TorchBackend:
         return Graph(inputs=inputs, outputs=outputs, device=device, state=state)
 
     @staticmethod
-    def _load_torchscript(data: bytes, device: str) -> tuple[Any, list[TensorSpec], list[TensorSpec], int]:
+    def _load_torchscript(data: bytes, device: str, *, guest: bool) -> tuple[Any, list[TensorSpec],
+                                                                               list[TensorSpec], int]:
         torch = _torch()
-        safety.check_torchscript(data)
+        if guest:
+            safety.check_torchscript(data, _op_names())
         with _LOAD_LOCK, warnings.catch_warnings():
             # "torch.jit.load is deprecated" on every load would land on the guest's stderr; the
             # format still loads, and the docs say so once.
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(io.BytesIO(data), map_location=device)
         module.eval()
-        forbidden = safety.forbidden_in(_torchscript_kinds(module))
-        if forbidden:
-            raise safety.UnsafeModel(f"its code calls {forbidden}, which reaches host files or the host's stdout")
+        disallowed = safety.disallowed_kind(_torchscript_kinds(module)) if guest else None
+        if disallowed:
+            raise safety.UnsafeModel(f"its code calls {disallowed}, which is not an allowed operator")
         arguments = module.forward.schema.arguments[1:]  # [0] is self
         inputs: list[TensorSpec] = []
         required = 0
@@ -333,15 +367,15 @@ class TorchBackend:
         return module, inputs, [], required  # outputs: known once forward has run
 
     @staticmethod
-    def _load_export(data: bytes, device: str) -> tuple[Any, list[TensorSpec], list[TensorSpec], int]:
+    def _load_export(data: bytes, device: str, *, guest: bool) -> tuple[Any, list[TensorSpec], list[TensorSpec],
+                                                                          int]:
         torch = _torch()
-        safe = safety.safe_torch_export(data)
+        safe = safety.safe_torch_export(data, check_targets=guest)
         with _LOAD_LOCK:
             program = torch.export.load(io.BytesIO(safe))
-        targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
-        forbidden = safety.forbidden_in(target.replace("aten.", "aten::", 1) for target in targets)
-        if forbidden:
-            raise safety.UnsafeModel(f"its graph calls {forbidden}, which reaches host files or the host's stdout")
+        disallowed = safety.disallowed_target(_export_targets(program), _target_name) if guest else None
+        if disallowed:
+            raise safety.UnsafeModel(f"its graph calls {disallowed}, which is not an allowed operator")
         nodes = {node.name: node for node in program.graph.nodes}
         signature = program.graph_signature
         inputs = [_export_spec(name, nodes.get(name)) for name in signature.user_inputs]
