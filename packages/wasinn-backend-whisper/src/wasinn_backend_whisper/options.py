@@ -29,8 +29,13 @@ MAX_METADATA_BYTES = 1 << 20
 FILE_KEYS = ("output-srt", "output-lrc", "output-json", "output-json-full", "output-file")
 
 
+def cores() -> int:
+    """The CPU cores here: the bound on a guest's threads and processors."""
+    return os.cpu_count() or 1
+
+
 def default_threads() -> int:
-    return min(4, os.cpu_count() or 1)
+    return min(4, cores())
 
 
 @dataclass(frozen=True)
@@ -142,12 +147,12 @@ def check(options: Options, where: str) -> None:
 
 def threads_here(options: Options) -> tuple[int, int]:
     """(threads, processors) bounded by the cores here, logged when cut."""
-    cores = os.cpu_count() or 1
-    threads = min(max(options.threads, 1), cores)
-    processors = min(max(options.processors, 1), cores)
+    here = cores()
+    threads = min(max(options.threads, 1), here)
+    processors = min(max(options.processors, 1), here)
     if (threads, processors) != (options.threads, options.processors):
         log.warning("whisper: threads %d / processors %d asked for; %d core(s) here: using %d / %d",
-                    options.threads, options.processors, cores, threads, processors)
+                    options.threads, options.processors, here, threads, processors)
     return threads, processors
 
 
