@@ -261,3 +261,27 @@ def test_diarize_needs_stereo_and_the_option_before_the_audio(guest: TrampolineG
     assert set_metadata(guest, ctx, {"diarize": True, "threads": 1, "beam-size": 1}) == 0
     assert guest.compute(ctx).ok
     assert b"(speaker" not in guest.get_output_bytes(ctx, 0)[1]
+
+
+def test_temperature_inc_is_the_embedders_setting(guest: TrampolineGuest, tiny: Path, audio: Path, native: Native,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # No fallback (step 0): the embedder may turn it off for a named model; a guest may not.
+    greedy = {"beam-size": 1, "threads": 1}
+    no_fallback = native.transcribe(audio, beam_size=1, threads=1, temperature_inc=0.0)
+    fallback = native.transcribe(audio, beam_size=1, threads=1)
+    assert no_fallback != fallback  # the random model's decoder does fall back on this audio
+    guest.host.register_model("no-fallback", tiny, config={"temperature-inc": 0.0, **greedy})
+    graph = guest.load_by_name("no-fallback").value or 0
+    assert transcribe(guest, graph, audio.read_bytes()) == no_fallback
+    # From a guest (input 1, or load_by_name_with_config): logged and ignored, as WasmEdge ignores it.
+    caplog.set_level(logging.WARNING, "wasinn")
+    assert transcribe(guest, graph, audio.read_bytes(), {"temperature-inc": 0.2, **greedy}) == no_fallback
+    assert "temperature-inc is the embedder's setting, not a guest's: ignored" in caplog.text
+    default = guest.load_by_name("default", json.dumps({"temperature-inc": 0.0})).value or 0
+    assert transcribe(guest, default, audio.read_bytes(), {"temperature-inc": 0.0, **greedy}) == fallback
+
+
+@pytest.mark.parametrize("value", [2, -0.1, "0", True, None])
+def test_temperature_inc_out_of_range_is_refused(guest: TrampolineGuest, tiny: Path, value: object) -> None:
+    guest.host.register_model("bad-step", tiny, config={"temperature-inc": value})
+    assert guest.load_by_name("bad-step").errno == INVALID_ARGUMENT

@@ -154,7 +154,12 @@ class WhisperBackend:
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         options = Options()
         if model.config:
-            options = update(options, dict(model.config), "load config")
+            # The embedder's part first (it may set embedder-only keys), then the guest's over it.
+            guest = dict(model.guest_config)
+            own = {key: value for key, value in model.config.items() if key not in guest}
+            options = update(options, own, "load config", embedder=True)
+            if guest:
+                options = update(options, guest, "load config")
         if len(model.builders) > 1:  # WasmEdge: builder 1 holds the options
             options = update(options, parse(model.builders[1], "builder 1 (options)"), "builder 1 (options)")
         data = model.builders[0]
