@@ -158,12 +158,14 @@ class Guest:
         config.stdout_file = str(out)
         store.set_wasi(config)
         instance = self.host.instantiate(store, self.linker, self.module)
+        start = instance.exports(store)["_start"]
+        assert isinstance(start, wasmtime.Func)
         try:
-            instance.exports(store)["_start"](store)
+            start(store)
         except wasmtime.ExitTrap as exit_trap:
             if exit_trap.code != 0:
                 raise RuntimeError(f"the guest exited with {exit_trap.code}") from None
-        store.data().close()  # the guest's contexts go; the named graph stays loaded
+        self.host.state(store).close()  # the guest's contexts go; the named graph stays loaded
         return out.read_bytes()
 
 

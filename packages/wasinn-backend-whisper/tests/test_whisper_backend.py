@@ -177,7 +177,7 @@ def test_processors_2_is_whisper_full_parallel_as_native(guest: TrampolineGuest,
     four = files / "four-seconds.wav"
     four.write_bytes(wav_bytes(4.0, seed=4))
     graph = guest.load_by_name("default")
-    settings = {"processors": 2, "threads": 1, "beam-size": 1}
+    settings: dict[str, object] = {"processors": 2, "threads": 1, "beam-size": 1}
     text = transcribe(guest, graph.value or 0, four.read_bytes(), settings)
     assert text == native.transcribe(four, processors=2, threads=1, beam_size=1)
     assert text != native.transcribe(four, processors=1, threads=1, beam_size=1)  # not whisper_full's text
