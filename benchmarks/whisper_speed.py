@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="recorded in the JSON (what the run is for)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if not 1 <= args.threads <= (os.cpu_count() or 1):
+        # The backend cuts a guest's threads to the cores here; the native side would not.
+        parser.error(f"--threads {args.threads}: 1 to the {os.cpu_count()} cores here")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for mode in modes:
         if mode not in MODES:
