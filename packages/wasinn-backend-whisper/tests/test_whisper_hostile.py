@@ -1,12 +1,15 @@
 """Hostile whisper.cpp models and WAV files from a guest, through the default ranking: every one is an
 errno (invalid_argument for a broken file), the host process survives, its peak RSS stays bounded, and
-no file appears. Plus a seeded fuzz of both (mutated headers, tensor tables, weights and WAVs)."""
+no file appears. Plus a seeded fuzz of both (mutated headers, tensor tables, weights and WAVs), and the
+controls: each hostile model handed to whisper.cpp directly, with no validator, in a child process."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
+import signal
 import struct
 import subprocess
 import sys
@@ -46,6 +49,7 @@ def header(data: bytes, **changes: int) -> bytes:
     return data[:4] + struct.pack("<11i", *values) + data[HEADER_BYTES:]
 
 
+@functools.cache
 def variants() -> dict[str, bytes]:
     good = model_bytes()
     vocab_at = HEADER_BYTES + 8 + 4 * 80 * 201
@@ -55,17 +59,22 @@ def variants() -> dict[str, bytes]:
         "state-max-int": header(good, n_text_state=2**31 - 1),
         "state-negative": header(good, n_audio_state=-64),
         "layers-1000": header(good, n_text_layer=1000),
+        "layers-2^20": header(good, n_audio_layer=1 << 20),
         "vocab-2^31": header(good, n_vocab=2**31 - 1),
+        "vocab-51867": header(good, n_vocab=51867),
         "audio-ctx-1501": header(good, n_audio_ctx=1501),
         "audio-ctx-2^24": header(good, n_audio_ctx=1 << 24),
         "text-ctx-2^20": header(good, n_text_ctx=1 << 20),
         "heads-0": header(good, n_audio_head=0),
+        "heads-negative": header(good, n_audio_head=-2),
         "heads-not-dividing": header(good, n_text_head=3),
         "mels-2^20": header(good, n_mels=1 << 20),
         "ftype-0-all-f32": model_bytes(TinyWhisper(ftype=0)),
         "ftype-99": header(good, ftype=99),
         "ftype-q-version-9": header(good, ftype=9001),
         "mel-n-fft-2^30": good[:HEADER_BYTES + 4] + struct.pack("<i", 1 << 30) + good[HEADER_BYTES + 8:],
+        "mel-n-fft-2^24": good[:HEADER_BYTES + 4] + struct.pack("<i", 1 << 24) + good[HEADER_BYTES + 8:],
+        "mel-n-mel-negative": good[:HEADER_BYTES] + struct.pack("<i", -80) + good[HEADER_BYTES + 4:],
         "vocab-count-2^31": good[:vocab_at] + struct.pack("<i", 2**31 - 1) + good[vocab_at + 4:],
         "token-length-2^31": good[:vocab_at + 4] + struct.pack("<I", 2**31 - 1) + good[vocab_at + 8:],
         "token-length-4GiB": good[:vocab_at + 4] + struct.pack("<I", 2**32 - 1) + good[vocab_at + 8:],
@@ -93,6 +102,136 @@ def test_hostile_models_are_invalid_argument_with_bounded_rss(tmp_path: Path) ->
     # too: "not a valid whisper model".
     assert results == {name: [INVALID_ARGUMENT] for name in variants()}
     assert rss < RSS_BOUND_KB, f"peak RSS {rss} kB"
+
+
+#: The control child: the model's bytes straight into whisper.cpp (whisper_init_from_buffer, then
+#: whisper_full on a second of audio if it loaded), no validator and no probe. whisper.cpp's own log
+#: goes to a file, not to a Python callback (a callback that raises changes what happens). Its address
+#: space is capped at 1 GiB above what the interpreter has mapped: "memory" means whisper.cpp asked for
+#: more than that (std::bad_alloc, which the binding raises as MemoryError), with no cap it is real RSS.
+CONTROL = r"""
+import ctypes, os, resource, sys, tempfile
+import numpy as np
+import _pywhispercpp as pw
+
+def report(outcome):
+    print("outcome", outcome, flush=True)
+    sys.exit(0)
+
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmPeak"))
+limit = peak * 1024 + (1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+data = open(sys.argv[1], "rb").read()
+buf = ctypes.create_string_buffer(data, len(data))
+new = ctypes.pythonapi.PyCapsule_New
+new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+cparams = pw.whisper_context_default_params()
+cparams.use_gpu = False
+log, saved = tempfile.TemporaryFile(), os.dup(2)
+os.dup2(log.fileno(), 2)
+try:
+    ctx = pw.whisper_init_from_buffer_with_params(new(ctypes.addressof(buf), None, None), len(data), cparams)
+except MemoryError:
+    report("memory")
+except Exception:
+    report("exception")
+finally:
+    os.dup2(saved, 2)
+log.seek(0)
+if b"failed to load model" in log.read():
+    report("refused")  # a NULL context: the backend never touches it
+params = pw.whisper_full_default_params(pw.WHISPER_SAMPLING_GREEDY)
+params.n_threads, params.print_progress, params.max_tokens, params.temperature_inc = 1, False, 4, 0.0
+pcm = (0.1 * np.sin(np.arange(16000, dtype=np.float32) / 8)).astype(np.float32)
+try:
+    pw.whisper_full(ctx, params, pcm, len(pcm))
+except MemoryError:
+    report("memory")
+except Exception:
+    report("exception")
+report("loaded")
+"""
+CONTROL_TIMEOUT_S = 120
+
+#: What whisper.cpp (pywhispercpp 1.5.1, pinned) does with each hostile model when nothing checks it
+#: first. Harmful: a signal kills the process, whisper.cpp asks for gigabytes ("memory"; measured once
+#: with a 6 GiB cap: token-length-2^31 reached 4.1 GB of RSS, vocab-count-2^31 4.9 GB, mel-n-fft-2^24
+#: 5.2 GB and then SIGSEGV), or it runs past the timeout ("hang").
+HARMFUL = {
+    "state-2^30": "SIGABRT",  # GGML_ASSERT(!ggml_is_transposed(a)) building the graphs
+    "state-max-int": "SIGABRT",  # GGML_ASSERT(buffer): the weights' buffer cannot be allocated
+    "layers-2^20": "SIGABRT",
+    "heads-0": "SIGFPE",  # n_state / n_head
+    "heads-negative": "SIGABRT",
+    "heads-not-dividing": "SIGABRT",  # GGML_ASSERT(ggml_nelements(a) == ne0*ne1*ne2)
+    "ftype-0-all-f32": "SIGABRT",  # GGML_ASSERT(src0->type == GGML_TYPE_F16) in the encoder
+    "ftype-99": "SIGABRT",  # GGML_ASSERT(wtype != GGML_TYPE_COUNT)
+    "mel-n-fft-2^24": "memory",  # n_mel * n_fft floats for the filterbank: 5.4 GB
+    "vocab-count-2^31": "memory",  # 2^31 token strings into two maps
+    "token-length-2^31": "memory",  # a 2 GiB zero-filled buffer for one token, then copies of it
+    "token-length-4GiB": "memory",
+}
+#: Harmless to whisper.cpp itself: the validator's refusal is defence in depth (see the test's docstring).
+HARMLESS = {
+    **dict.fromkeys(["state-negative", "layers-1000", "audio-ctx-1501", "audio-ctx-2^24", "text-ctx-2^20",
+                     "mels-2^20", "mel-n-fft-2^30", "tensor-dims-lie", "tensor-ndims-2^20", "tensor-type-q4",
+                     "tensor-name-unknown", "tensor-twice", "legacy-llama-ggml"], "refused"),
+    **dict.fromkeys(["vocab-2^31", "vocab-51867", "mel-n-mel-negative", "header-only", "magic-only"], "exception"),
+    **dict.fromkeys(["ftype-q-version-9", "truncated-in-tensor", "truncated-in-vocab", "trailing-garbage"],
+                    "loaded"),
+}
+
+
+def control(data: bytes, folder: Path) -> str:
+    """What whisper.cpp does with ``data`` in a child process: a signal's name, "hang", or the child's
+    report ("memory", "exception", "refused", "loaded")."""
+    path = folder / "model.bin"
+    path.write_bytes(data)
+    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # ggml would attach a debugger to print a backtrace
+    try:
+        run = subprocess.run([sys.executable, "-c", CONTROL, str(path)], capture_output=True, check=False, env=env,
+                             timeout=CONTROL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return "hang"
+    if run.returncode < 0:
+        return signal.Signals(-run.returncode).name
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    return run.stdout.split(b"outcome ", 1)[1].split()[0].decode()
+
+
+def test_every_hostile_model_has_a_control() -> None:
+    assert sorted(variants()) == sorted({**HARMFUL, **HARMLESS})
+    assert not HARMFUL.keys() & HARMLESS.keys()
+
+
+@pytest.mark.parametrize("name", sorted(HARMFUL))
+def test_control_whisper_cpp_without_the_validator_is_hurt(name: str, tmp_path: Path) -> None:
+    """The control for the hostile-model test: without the validator, this payload kills the process
+    (a GGML_ASSERT abort, a division by zero) or makes whisper.cpp ask for gigabytes of memory. With
+    it (test_hostile_models_are_invalid_argument_with_bounded_rss) the same bytes are invalid_argument,
+    the host lives and its peak RSS stays under RSS_BOUND_KB."""
+    assert control(variants()[name], tmp_path) == HARMFUL[name]
+
+
+@pytest.mark.parametrize("name", sorted(HARMLESS))
+def test_control_whisper_cpp_without_the_validator_survives(name: str, tmp_path: Path) -> None:
+    """Payloads whisper.cpp 1.8 survives on its own; the validator refuses them as defence in depth
+    (a whitelist does not depend on each of whisper.cpp's own checks staying in place):
+
+    * "refused": whisper.cpp's own shape and name checks fail the load (a NULL context, which the
+      backend never touches). tensor-ndims-2^20 is refused too, but only after its loop has written
+      past a four-int array on the stack (undefined behaviour; this build survives it); mel-n-fft-2^30
+      overflows ``n_mel * n_fft`` to 0 and is refused by luck.
+    * "exception": a C++ exception escapes whisper.cpp (std::logic_error for a vocabulary beyond its
+      100 languages, a vector length error for a negative filterbank, ``map::at`` from whisper_full on
+      a model of no tensors at all, which whisper.cpp loaded): the binding raises, the process lives,
+      what whisper.cpp had allocated leaks.
+    * "loaded": whisper.cpp loads and runs them: an unknown quantization version, trailing bytes, a
+      file cut inside the vocabulary or inside the last tensor (whose missing tail is then whatever
+      the fresh buffer held).
+    """
+    assert control(variants()[name], tmp_path) == HARMLESS[name]
 
 
 def wav_variants() -> dict[str, bytes]:
@@ -125,13 +264,13 @@ def test_hostile_and_fuzzed_audio_never_take_the_host_down(tmp_path: Path, tiny:
     rng = random.Random(30)
     base = wav_bytes(0.5, seed=2)
     for i in range(60):
-        data = bytearray(base)
+        fuzzed = bytearray(base)
         for _ in range(rng.randint(1, 6)):
-            where = rng.randrange(0, 60 if rng.random() < 0.8 else len(data))
-            data[where] = rng.randrange(256)
+            where = rng.randrange(0, 60 if rng.random() < 0.8 else len(fuzzed))
+            fuzzed[where] = rng.randrange(256)
         if rng.random() < 0.3:
-            data = data[:rng.randrange(len(data))]
-        (cases / f"fuzz-{i:03d}").write_bytes(fix_riff(bytes(data)) if rng.random() < 0.7 else bytes(data))
+            del fuzzed[rng.randrange(len(fuzzed)):]
+        (cases / f"fuzz-{i:03d}").write_bytes(fix_riff(bytes(fuzzed)) if rng.random() < 0.7 else bytes(fuzzed))
     results, rss = run_worker("audio", cases, "compute", str(tiny))
     for name, errnos in results.items():
         assert errnos[0] in (0, INVALID_ARGUMENT), f"{name}: {errnos}"

@@ -20,13 +20,28 @@ def wasmedge_threads() -> int:
 
 
 def read_wav(path: Path) -> np.ndarray:
+    return read_channels(path)[0]
+
+
+def read_channels(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The mono samples whisper.cpp gets and, for a stereo file, each channel (for diarize)."""
     with wave.open(str(path), "rb") as w:
         assert w.getframerate() == 16000 and w.getsampwidth() == 2
         frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32)
         if w.getnchannels() == 2:
             pairs = frames.reshape(-1, 2)
-            return ((pairs[:, 0] + pairs[:, 1]) / np.float32(65536.0)).astype(np.float32)
-        return frames / np.float32(32768.0)
+            mono = ((pairs[:, 0] + pairs[:, 1]) / np.float32(65536.0)).astype(np.float32)
+            return mono, [pairs[:, 0] / np.float32(32768.0), pairs[:, 1] / np.float32(32768.0)]
+        return frames / np.float32(32768.0), []
+
+
+def speaker(channels: list[np.ndarray], t0: int, t1: int) -> str:
+    """WasmEdge's estimateDiarizationSpeaker: the sums of |sample| over the segment, in double, in order."""
+    n = len(channels[0])
+    i0, i1 = (max(0, min(n - 1, t * 16000 // 100)) for t in (t0, t1))
+    energy = [float(np.cumsum(np.abs(c[i0:i1]).astype(np.float64))[-1]) if i1 > i0 else 0.0 for c in channels]
+    who = "0" if energy[0] > 1.1 * energy[1] else "1" if energy[1] > 1.1 * energy[0] else "?"
+    return f"(speaker {who})"
 
 
 def stamp(t: int) -> str:
@@ -44,7 +59,7 @@ class Native:
 
     def transcribe(self, audio: Path, *, threads: int | None = None, language: str = "en",
                    translate: bool = False, no_timestamps: bool = False, beam_size: int = 5, best_of: int = 5,
-                   **extra: Any) -> bytes:
+                   processors: int = 1, diarize: bool = False, **extra: Any) -> bytes:
         cparams = pw.whisper_context_default_params()
         cparams.use_gpu = False
         ctx = pw.whisper_init_from_file_with_params(self.model, cparams)
@@ -65,15 +80,21 @@ class Native:
             p.print_timestamps = not no_timestamps
             for key, value in extra.items():
                 setattr(p, key, value)
-            pcm = read_wav(audio)
-            assert pw.whisper_full(ctx, p, pcm, len(pcm)) == 0
+            pcm, channels = read_channels(audio)
+            if processors > 1:  # WasmEdge calls whisper_full_parallel, which is whisper_full for 1
+                assert pw.whisper_full_parallel(ctx, p, pcm, len(pcm), processors) == 0
+            else:
+                assert pw.whisper_full(ctx, p, pcm, len(pcm)) == 0
             out = b""
             for i in range(pw.whisper_full_n_segments(ctx)):
+                t0 = t1 = 0
                 if not no_timestamps:
                     t0, t1 = pw.whisper_full_get_segment_t0(ctx, i), pw.whisper_full_get_segment_t1(ctx, i)
                     out += f"[{stamp(t0)} --> {stamp(t1)}] ".encode()
+                if diarize and channels:
+                    out += speaker(channels, t0, t1).encode()
                 out += pw.whisper_full_get_segment_text(ctx, i)
-                if not no_timestamps:
+                if not no_timestamps or diarize:
                     out += b"\n"
             return out
         finally:

@@ -7,8 +7,9 @@
   serialised (``concurrent_contexts=False``).
 * Inputs: 0 = a WAV file's bytes (any declared type and dims: WasmEdge's example says f32
   ``[1, bytes]``), 1 = JSON options, which reset the context's options to the graph's first.
-* ``compute`` = ``whisper_full`` (``whisper_full_parallel`` with ``processors`` > 1); output 0 = the
-  segments as WasmEdge prints them: ``[HH:MM:SS.mmm --> HH:MM:SS.mmm]  text`` a line each.
+* ``compute`` = ``whisper_full`` (``whisper_full_parallel`` with ``processors`` > 1, each extra processor's
+  whisper.cpp state held on the context's budget first); output 0 = the segments as WasmEdge prints
+  them: ``[HH:MM:SS.mmm --> HH:MM:SS.mmm]  text`` a line each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import atexit
 import ctypes
 import hashlib
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,11 @@ GGML_LOG_ERROR = 4
 #: Host memory per audio sample on top of the float samples: the log-mel spectrogram (n_mels floats
 #: per 160 samples) and whisper.cpp's resampled copies, rounded up.
 MEL_BYTES_PER_SAMPLE = 4
+#: whisper.cpp reports each buffer of a new decoding state as it allocates it ("whisper_init_state: kv
+#: cross size = 0.39 MB", "... compute buffer (decode) = 14.90 MB"): what one more processor costs.
+STATE_SIZE_LINE = re.compile(r"whisper_init_state: (kv [a-z]+ +size|compute buffer \([a-z]+\)) *= *([0-9.]+) MB")
+#: The self-attention cache grows with the decoders (beam-size / best-of, at most 8) in whisper_full.
+KV_SELF_DECODERS = 8
 
 
 def _invalid(message: str) -> WasiNnError:
@@ -69,10 +76,26 @@ def speaker(channels: list[np.ndarray], t0: int, t1: int) -> str:
     n = len(channels[0])
     i0 = max(0, min(n - 1, t0 * 16000 // 100))
     i1 = max(0, min(n - 1, t1 * 16000 // 100))
-    e0 = float(np.abs(channels[0][i0:i1]).astype(np.float64).sum())
-    e1 = float(np.abs(channels[1][i0:i1]).astype(np.float64).sum())
+    # Summed in double and in order, as WasmEdge's loop does (so a near tie falls the same way).
+    e0, e1 = (float(np.cumsum(np.abs(c[i0:i1]), dtype=np.float64)[-1]) if i1 > i0 else 0.0 for c in channels[:2])
     who = "0" if e0 > 1.1 * e1 else "1" if e1 > 1.1 * e0 else "?"
     return f"(speaker {who})"
+
+
+def state_bytes(lines: list[str], info: validate.WhisperInfo) -> int:
+    """What one more whisper.cpp decoding state costs, from whisper.cpp's own report of the graph's
+    first one (the self-attention cache counted for the most decoders); from the hyperparameters if
+    the report is missing (f16 caches, compute buffers as large as the caches)."""
+    total = 0.0
+    for line in lines:
+        for what, mb in STATE_SIZE_LINE.findall(line):
+            total += float(mb) * (KV_SELF_DECODERS if what.startswith("kv self") else 1)
+    if total:
+        return int(total * 1e6) + 1
+    hp = info.hparams
+    kv_cross = 2 * 2 * hp["n_text_layer"] * hp["n_audio_ctx"] * hp["n_text_state"]
+    kv_self = 2 * 2 * hp["n_text_layer"] * hp["n_text_ctx"] * hp["n_text_state"] * KV_SELF_DECODERS
+    return 2 * (kv_cross + kv_self)
 
 
 @dataclass(eq=False)
@@ -81,6 +104,7 @@ class GraphState:
     info: validate.WhisperInfo
     options: Options
     buffer: Any  # the ctypes buffer the model was read from (freed after whisper_free)
+    state_bytes: int = 0  # one more decoding state (whisper_full_parallel's per processor)
     lock: threading.Lock = field(default_factory=threading.Lock)
     contexts: int = 0
     unloaded: bool = False
@@ -103,6 +127,7 @@ class WhisperBackend:
 
         self.pw = _pywhispercpp
         self._errors: list[str] | None = None
+        self._sizes: list[str] = []
         self._log_lock = threading.Lock()
         # whisper.cpp logs to stderr by default: route it to Python logging. A Python callback still
         # installed when the interpreter finalizes aborts the process: removed at exit.
@@ -115,8 +140,11 @@ class WhisperBackend:
 
     def _on_log(self, level: int, text: str) -> None:
         errors = self._errors
-        if level == GGML_LOG_ERROR and errors is not None:
-            errors.append(str(text).strip())
+        if errors is not None:
+            if level == GGML_LOG_ERROR:
+                errors.append(str(text).strip())
+            elif "whisper_init_state" in text:
+                self._sizes.append(str(text))
         if cpp_log.isEnabledFor(logging.DEBUG):
             message = str(text).rstrip()
             if message and message != ".":
@@ -126,7 +154,12 @@ class WhisperBackend:
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         options = Options()
         if model.config:
-            options = update(options, dict(model.config), "load config")
+            # The embedder's part first (it may set embedder-only keys), then the guest's over it.
+            guest = dict(model.guest_config)
+            own = {key: value for key, value in model.config.items() if key not in guest}
+            options = update(options, own, "load config", embedder=True)
+            if guest:
+                options = update(options, guest, "load config")
         if len(model.builders) > 1:  # WasmEdge: builder 1 holds the options
             options = update(options, parse(model.builders[1], "builder 1 (options)"), "builder 1 (options)")
         data = model.builders[0]
@@ -143,20 +176,21 @@ class WhisperBackend:
         params = self.pw.whisper_context_default_params()
         params.use_gpu = False
         with self._log_lock:
-            self._errors = []
+            self._errors, self._sizes = [], []
             try:
                 ctx = self.pw.whisper_init_from_buffer_with_params(
                     self._capsule(ctypes.addressof(buffer), None, None), len(data), params)
-                errors, self._errors = self._errors, None
+                errors, sizes = self._errors, self._sizes
             finally:
-                self._errors = None
+                self._errors, self._sizes = None, []
         # whisper.cpp returns NULL for a model it cannot read, and the binding wraps it in an object
         # with no way to tell: any further call would crash. Its error log line is the tell.
         if errors:
             if ctx is not None:
                 log.debug("whisper: load failed (%s); the context is not used", errors[-1][:200])
             raise _invalid(f"whisper.cpp cannot load the model: {errors[-1][:200]}")
-        state = GraphState(ctx=ctx, info=info, options=options, buffer=buffer)
+        state = GraphState(ctx=ctx, info=info, options=options, buffer=buffer,
+                           state_bytes=state_bytes(sizes, info))
         try:
             state.options = self._language(state, options, "load")
         except WasiNnError:
@@ -286,7 +320,13 @@ class WhisperBackend:
             if graph.freed:
                 raise _invalid("the graph was unloaded")
             if processors > 1:
-                status = self.pw.whisper_full_parallel(graph.ctx, params, pcm, len(pcm), processors)
+                # whisper_full_parallel makes a decoding state per extra processor for the call: counted
+                # before it is allocated, given back after.
+                context.budget.hold("parallel-states", (processors - 1) * graph.state_bytes)
+                try:
+                    status = self.pw.whisper_full_parallel(graph.ctx, params, pcm, len(pcm), processors)
+                finally:
+                    context.budget.hold("parallel-states", 0)
             else:
                 status = self.pw.whisper_full(graph.ctx, params, pcm, len(pcm))
             if status != 0:

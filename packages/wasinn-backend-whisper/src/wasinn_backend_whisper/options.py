@@ -4,6 +4,11 @@ The keys and defaults are WasmEdge's (plugins/wasi_nn/wasinn_whisper.h); the JSO
 its simdjson reads them (a bool is a bool, a count a non-negative integer). wasinn adds bounds where a
 guest-chosen number would cost the host: threads and processors at most the cores here, beam-size
 and best-of at most whisper.cpp's 8 decoders, times within a C int, a prompt of at most 4 KiB.
+
+One key is the embedder's only (a named model's ``register_model`` config / ``--nn-preload`` config):
+``temperature-inc``, the fallback step WasmEdge fixes at 0.2 (0 turns the fallback off: a greedy,
+temperature-0 decode then does the same work every call, which the benchmark wants). From a guest it
+is logged and ignored, as WasmEdge ignores a key it does not know.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ MAX_METADATA_BYTES = 1 << 20
 FILE_KEYS = ("output-srt", "output-lrc", "output-json", "output-json-full", "output-file")
 
 
+def cores() -> int:
+    """The CPU cores here: the bound on a guest's threads and processors."""
+    return os.cpu_count() or 1
+
+
 def default_threads() -> int:
-    return min(4, os.cpu_count() or 1)
+    return min(4, cores())
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,9 @@ BOOL_KEYS = ("enable-log", "enable-debug-log", "split-on-word", "translate", "de
              "diarize")
 UINT_KEYS = ("threads", "processors", "offset-t", "duration", "max-len", "best-of", "beam-size", "audio-ctx",
              "offset-n")
-KNOWN = (*BOOL_KEYS, *UINT_KEYS, "max-context", "language", "temperature", "prompt", *FILE_KEYS)
+#: Keys only the embedder's config may set.
+EMBEDDER_KEYS = ("temperature-inc",)
+KNOWN = (*BOOL_KEYS, *UINT_KEYS, "max-context", "language", "temperature", "prompt", *FILE_KEYS, *EMBEDDER_KEYS)
 
 
 def _invalid(message: str) -> WasiNnError:
@@ -87,8 +99,9 @@ def parse(text: bytes | str, where: str) -> dict[str, Any]:
     return doc
 
 
-def update(options: Options, doc: dict[str, Any], where: str) -> Options:
-    """``options`` with the keys of ``doc`` applied (WasmEdge's parseMetadata, with wasinn's bounds)."""
+def update(options: Options, doc: dict[str, Any], where: str, *, embedder: bool = False) -> Options:
+    """``options`` with the keys of ``doc`` applied (WasmEdge's parseMetadata, with wasinn's bounds).
+    ``embedder``: ``doc`` is the embedder's config, which may also set :data:`EMBEDDER_KEYS`."""
     changes: dict[str, Any] = {}
     for key, value in doc.items():
         field = str(key).replace("-", "_")
@@ -113,6 +126,13 @@ def update(options: Options, doc: dict[str, Any], where: str) -> Options:
             if not isinstance(value, str):
                 raise _invalid(f"{where}: {key} must be a string")
             changes[field] = value
+        elif key in EMBEDDER_KEYS:
+            if not embedder:
+                log.warning("whisper: %s is the embedder's setting, not a guest's: ignored", key)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise _invalid(f"{where}: {key} must be a number from 0 to 1")
+            else:
+                changes[field] = float(value)
         elif key in FILE_KEYS:
             # WasmEdge writes <output-file>.srt/.lrc/.json on the host: a guest names no host file here.
             log.warning("whisper: %s ignored: this host writes no files for a guest (output 0 holds the text)",
@@ -142,12 +162,12 @@ def check(options: Options, where: str) -> None:
 
 def threads_here(options: Options) -> tuple[int, int]:
     """(threads, processors) bounded by the cores here, logged when cut."""
-    cores = os.cpu_count() or 1
-    threads = min(max(options.threads, 1), cores)
-    processors = min(max(options.processors, 1), cores)
+    here = cores()
+    threads = min(max(options.threads, 1), here)
+    processors = min(max(options.processors, 1), here)
     if (threads, processors) != (options.threads, options.processors):
         log.warning("whisper: threads %d / processors %d asked for; %d core(s) here: using %d / %d",
-                    options.threads, options.processors, cores, threads, processors)
+                    options.threads, options.processors, here, threads, processors)
     return threads, processors
 
 
