@@ -240,6 +240,15 @@ def test_filter_decisions(arch: str) -> None:
     assert "fork" not in nr if arch == "aarch64" else True
 
 
+@needs_seccomp
+def test_a_filter_built_for_another_process_is_refused() -> None:
+    # A template's filter in its fork child would forbid the child to signal itself (even abort()).
+    with pytest.raises(SandboxError) as refused:
+        seccomp.install(seccomp.worker_filter(pid=os.getpid() + 1))
+    assert refused.value.errno == 22
+    assert "Seccomp:\t0" in Path("/proc/self/status").read_text()  # and nothing was installed here
+
+
 # --- memory ------------------------------------------------------------------------------------------
 
 
@@ -274,6 +283,31 @@ def test_a_hostile_model_cannot_allocate_past_the_cap_in_any_runtime(runtime: st
     assert confined.returncode == 0 and confined.outcome is not None, confined
     assert confined.outcome["outcome"] == "error", confined
     assert confined.outcome["maxrss_kB"] * 1024 < 512 * MiB
+
+
+def test_cgroup_probe_says_why() -> None:
+    from wasinn.sandbox import cgroup
+    assert cgroup.reason().startswith("cgroup v2")
+    assert (cgroup.delegated() is None) == (not probe().layer("cgroup").available)
+
+
+@pytest.mark.skipif(wasinn.sandbox.cgroup.delegated() is None, reason=wasinn.sandbox.cgroup.reason())
+def test_cgroup_memory_max_kills_the_worker_past_it() -> None:
+    from wasinn.sandbox import cgroup
+    parent = cgroup.delegated()
+    assert parent is not None
+    group = cgroup.MemoryCgroup.create(parent, f"wasinn-test-{os.getpid()}", 128 * MiB)
+    try:
+        # The child waits on stdin until it is in the cgroup, then touches 512 MiB.
+        script = "import sys; sys.stdin.readline(); b = bytearray(512 << 20); print('survived')"
+        proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+        group.add(proc.pid)
+        out, _ = proc.communicate("go\n", timeout=120)
+        assert proc.returncode == -signal.SIGKILL and "survived" not in out
+        assert group.oom_kills() >= 1
+    finally:
+        group.remove()
 
 
 # --- files ---------------------------------------------------------------------------------------------
@@ -347,7 +381,10 @@ def test_files_the_allowed_model_stays_readable(tmp_path: Path) -> None:
     spec = {**FILES, "read_only": [*landlock.runtime_read_paths(), str(model)]}
     confined = run("read", str(model), spec)
     assert confined.ok and confined.outcome is not None and confined.outcome["value"] == "model bytes here"
+    # Readable is not writable: neither the model itself nor its directory's other files.
+    assert run("write", str(model), spec).refused(13)
     assert run("write", str(tmp_path / "x"), spec).refused(13)
+    assert model.read_bytes() == b"model bytes here" and not (tmp_path / "x").exists()
 
 
 @needs_landlock
@@ -513,18 +550,16 @@ def test_a_root_worker_cannot_raise_its_memory_cap_back() -> None:
 # --- CPU -----------------------------------------------------------------------------------------------
 
 
-def cpu_seconds_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_cpu_cap_stops_a_spinning_child() -> None:
     capped = run("spin", None, {**CPU, "cpu_seconds": 1})
     assert capped.killed_by(signal.SIGXCPU), capped
+    # Ignoring SIGXCPU does not help: the hard limit, a second later, is SIGKILL.
+    stubborn = run("spin_ignoring_xcpu", None, {**CPU, "cpu_seconds": 1})
+    assert stubborn.killed_by(signal.SIGKILL), stubborn
     # Control: without the cap the same child is still spinning well past the cap and its grace.
     proc = subprocess.Popen(child_cmd("spin"), env=child_env(), stdout=subprocess.DEVNULL)
     try:
-        while cpu_seconds_of(proc.pid) < 3:
+        while rlimits.cpu_seconds_of(proc.pid) < 3:
             assert proc.poll() is None
             time.sleep(0.1)
         assert proc.poll() is None

@@ -76,6 +76,12 @@ def spin(_: object) -> object:
         n += 1
 
 
+def spin_ignoring_xcpu(_: object) -> object:
+    import signal
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # a model's code that shrugs off the soft limit
+    return spin(None)
+
+
 def threads(_: object) -> object:
     import numpy as np
     a = np.random.default_rng(0).random((600, 600))
@@ -203,6 +209,7 @@ ACTIONS: dict[str, Callable[[Any], object]] = {
     "x32_getpid": lambda _: libc_syscall(0x40000000 | 39),
     "int80": int80_getpid,
     "spin": spin,
+    "spin_ignoring_xcpu": spin_ignoring_xcpu,
     "threads": threads,
     "import": import_module,
     "thread_then_confine": thread_then_confine,

@@ -58,7 +58,7 @@ _X86_64 = {
     "ioctl": 16, "mmap": 9, "shmget": 29, "shmat": 30, "shmctl": 31, "socket": 41, "connect": 42,
     "accept": 43, "bind": 49, "listen": 50, "socketpair": 53, "clone": 56, "fork": 57, "vfork": 58,
     "execve": 59, "kill": 62, "semget": 64, "semop": 65, "semctl": 66, "msgget": 68, "msgsnd": 69,
-    "msgrcv": 70, "msgctl": 71, "ptrace": 101, "syslog": 103, "capset": 126, "rt_sigqueueinfo": 129,
+    "msgrcv": 70, "msgctl": 71, "ptrace": 101, "syslog": 103, "capget": 125, "capset": 126, "rt_sigqueueinfo": 129,
     "mknod": 133, "uselib": 134, "vhangup": 153, "modify_ldt": 154, "pivot_root": 155, "_sysctl": 156, "adjtimex": 159,
     "setrlimit": 160, "chroot": 161, "acct": 163, "settimeofday": 164, "mount": 165, "umount2": 166,
     "swapon": 167, "swapoff": 168, "reboot": 169, "sethostname": 170, "setdomainname": 171, "iopl": 172,
@@ -82,7 +82,7 @@ _X86_64 = {
 }
 _AARCH64 = {
     "lookup_dcookie": 18, "ioctl": 29, "mknodat": 33, "umount2": 39, "mount": 40, "pivot_root": 41,
-    "chroot": 51, "vhangup": 58, "quotactl": 60, "acct": 89, "capset": 91, "unshare": 97,
+    "chroot": 51, "vhangup": 58, "quotactl": 60, "acct": 89, "capget": 90, "capset": 91, "unshare": 97,
     "kexec_load": 104, "init_module": 105, "delete_module": 106, "clock_settime": 112, "syslog": 116,
     "ptrace": 117, "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "reboot": 142,
     "sethostname": 161, "setdomainname": 162, "setrlimit": 164, "settimeofday": 170, "adjtimex": 171,

@@ -64,7 +64,7 @@ def _check(parent: str | None) -> tuple[str | None, str]:
         own = _own_v2_path()
         if own is None:
             return None, "cgroup v2: this process is not in the v2 hierarchy"
-        parent = os.path.join(mount, own.lstrip("/"))
+        parent = os.path.normpath(os.path.join(mount, own.lstrip("/")))
     if "memory" not in _controllers(parent):
         where = "bound to a cgroup v1 hierarchy" if os.path.isdir("/sys/fs/cgroup/memory") else "not enabled"
         return None, f"cgroup v2: no memory controller at {parent} ({where})"

@@ -38,15 +38,14 @@ def no_new_privs() -> None:
 
 
 def capabilities() -> int:
-    """This process's effective capability mask (``CapEff`` in ``/proc/self/status``)."""
+    """The calling thread's effective capabilities, as a mask (``capget``)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
+        syscall("capget", ctypes.byref(header), ctypes.byref(data))
+    except SandboxError:
+        return 0
+    return int(data[0].effective) | int(data[1].effective) << 32
 
 
 def _last_cap() -> int:

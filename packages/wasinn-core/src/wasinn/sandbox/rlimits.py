@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import resource
 from typing import Literal
 
 from wasinn.sandbox._sys import SandboxError
 
-__all__ = ["MemoryLimit", "cpu_budget", "cpu_seconds_used", "limit_cpu", "limit_memory", "no_core_dumps",
-           "no_file_growth"]
+__all__ = ["MemoryLimit", "cpu_budget", "cpu_seconds_of", "cpu_seconds_used", "limit_cpu", "limit_memory",
+           "no_core_dumps", "no_file_growth"]
 
 MemoryLimit = Literal["data", "as", "both"]
 
@@ -67,6 +68,13 @@ def cpu_seconds_used() -> float:
     """CPU seconds used so far by all threads of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """CPU seconds used by process ``pid`` (``/proc/<pid>/stat``): for the host's watchdog of a worker."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def limit_cpu(seconds: int, *, grace: int = 1) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 from dataclasses import dataclass
 
 from wasinn.sandbox._sys import ARCH, AUDIT_ARCH, NR, TABLES, SandboxError, prctl, syscall
@@ -156,6 +157,8 @@ class Filter:
 
     arch: str
     insns: tuple[_Insn, ...]
+    #: The only process the filter lets signal: the one that must install it.
+    pid: int
 
     def __len__(self) -> int:
         return len(self.insns)
@@ -197,7 +200,7 @@ def worker_filter(*, pid: int | None = None, arch: str | None = None) -> Filter:
     prog.append(_ret(RET_ALLOW))
     if len(prog) > 4096:  # BPF_MAXINSNS
         raise SandboxError(errno.E2BIG, "seccomp filter too long")
-    return Filter(arch, tuple(prog))
+    return Filter(arch, tuple(prog), pid)
 
 
 def install(flt: Filter | None = None) -> Filter:
@@ -208,8 +211,10 @@ def install(flt: Filter | None = None) -> Filter:
     flt = flt or worker_filter()
     if flt.arch != ARCH:
         raise SandboxError(errno.EINVAL, f"seccomp: a filter for {flt.arch} on {ARCH}")
-    array = (_SockFilter * len(flt))(*(_SockFilter(c, jt, jf, k) for c, jt, jf, k in flt.insns))
-    prog = _SockFprog(len(flt), array)
+    if flt.pid != os.getpid():  # built in a template, installed in its fork child: it could not even abort()
+        raise SandboxError(errno.EINVAL, f"seccomp: a filter for pid {flt.pid} installed in {os.getpid()}")
+    raw = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *insn) for insn in flt.insns))
+    prog = _SockFprog(len(flt), ctypes.cast(raw, ctypes.POINTER(_SockFilter)))
     prctl(_PR_SET_NO_NEW_PRIVS, 1)
     res = syscall("seccomp", _SET_MODE_FILTER, _FILTER_FLAG_TSYNC, ctypes.byref(prog))
     if res != 0:  # TSYNC: the id of a thread that could not be synchronised
