@@ -498,11 +498,13 @@ def test_no_memory_that_rlimits_do_not_count(action: str) -> None:
 def test_the_worst_calls_kill_the_worker(action: str) -> None:
     if action != "ptrace" and ARCH != "x86_64":
         pytest.skip("an x86_64 ABI trick")
+    control = run(action)
+    if action == "int80" and control.killed_by(signal.SIGSEGV):
+        pytest.skip("this kernel runs no 32-bit code (IA32 emulation off)")
+    assert control.returncode == 0 and control.outcome is not None  # ran (x32 may answer ENOSYS)
     confined = run(action, None, SYSCALLS)
     assert confined.killed_by(signal.SIGSYS), confined
     assert confined.outcome is None
-    control = run(action)
-    assert control.returncode == 0 and control.outcome is not None  # ran (x32 may answer ENOSYS)
 
 
 @needs_seccomp
