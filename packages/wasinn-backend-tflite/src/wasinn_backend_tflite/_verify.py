@@ -384,8 +384,40 @@ def _pick(subgraph: _Table, field: str, infos: Sequence[TensorInfo | None]) -> t
 
 
 def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
-    """Check ``data`` as a TFLite model; the :class:`ModelInfo` on success, :class:`ModelError` if not."""
+    """Check ``data`` as a TFLite model; the :class:`ModelInfo` on success, :class:`ModelError` if not.
+
+    Each table has a check of its own, called in the order a reader meets them: the file and the
+    model, the buffers, the operator codes, each subgraph (its tensors, then its operators), the
+    calls between subgraphs, the signature defs and the metadata. The first problem raises."""
     buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    model = _check_structure(buf)
+    version = _check_version(model)
+    buffer_bytes = _check_buffers(model, len(buf))
+    opcode_names, builtin, custom = _check_operator_codes(model)
+    subgraphs = model.tables("Subgraphs")
+    if not subgraphs:
+        raise ModelError("the model has no subgraphs")
+    checked = [_check_subgraph(subgraph, s, opcode_names, buffer_bytes, len(subgraphs), len(buf))
+               for s, subgraph in enumerate(subgraphs)]
+    _check_calls([c.calls for c in checked])
+    _check_signature_defs(model, [c.tensors for c in checked])
+    _check_metadata(model, len(buffer_bytes))
+
+    return ModelInfo(
+        version=version,
+        subgraphs=len(subgraphs),
+        tensors=sum(c.tensors for c in checked),
+        operators=sum(c.operators for c in checked),
+        inputs=checked[0].inputs,
+        outputs=checked[0].outputs,
+        builtin_ops=frozenset(builtin),
+        custom_ops=frozenset(custom),
+        description=model.string("Description") or "",
+    )
+
+
+def _check_structure(buf: memoryview) -> _Table:
+    """The file: a TFL3 flatbuffer of at most 2 GiB whose every table passes pass 1; its root Model."""
     size = len(buf)
     if size < 8 or bytes(buf[4:8]) != b"TFL3":
         raise ModelError("not a TFLite flatbuffer (no TFL3 identifier)")
@@ -396,12 +428,19 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
     structure = _Structure(buf)
     root = structure.offset(0, "root table")
     structure.table(root, "Model", 0)
+    return _Table(buf, root, "Model")
 
-    model = _Table(buf, root, "Model")
+
+def _check_version(model: _Table) -> int:
+    """Model.version: the schema this reader knows."""
     version = int(model.scalar("Version"))
     if version != SCHEMA_VERSION:
         raise ModelError(f"schema version {version}, expected {SCHEMA_VERSION}")
+    return version
 
+
+def _check_buffers(model: _Table, size: int) -> list[int | None]:
+    """Model.buffers: at least one, large-model payloads inside the file; each payload's size (None: empty)."""
     buffers = model.tables("Buffers")
     if not buffers:
         raise ModelError("the model has no buffers")
@@ -418,7 +457,11 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
             buffer_bytes.append(span[1])
         else:
             buffer_bytes.append(None)
+    return buffer_bytes
 
+
+def _check_operator_codes(model: _Table) -> tuple[list[str], set[str], set[str]]:
+    """Model.operator_codes: named customs, no negative builtins; (each code's name, builtins, customs)."""
     builtin: set[str] = set()
     custom: set[str] = set()
     opcode_names: list[str] = []
@@ -436,156 +479,191 @@ def verify(data: bytes | bytearray | memoryview) -> ModelInfo:
             name = BUILTIN_OPERATORS.get(value, f"builtin#{value}")
             builtin.add(name)
             opcode_names.append(name)
+    return opcode_names, builtin, custom
 
-    subgraphs = model.tables("Subgraphs")
-    if not subgraphs:
-        raise ModelError("the model has no subgraphs")
-    tensor_counts = [len(sg.tables("Tensors")) for sg in subgraphs]
-    total_tensors = total_ops = 0
-    calls: list[set[int]] = [set() for _ in subgraphs]  # the subgraphs each one's operators name
-    primary_inputs: tuple[TensorInfo, ...] = ()
-    primary_outputs: tuple[TensorInfo, ...] = ()
-    for s, subgraph in enumerate(subgraphs):
-        tensors = subgraph.tables("Tensors")
-        count = len(tensors)
-        total_tensors += count
-        infos: list[TensorInfo | None] = [None] * count
-        constant = [False] * count  # tensors backed by data in the model
-        # Tensors that hold a value before any operator runs: constants, variables (the interpreter
-        # zeroes them), empty ones, and (below) the subgraph's inputs.
-        defined = [False] * count
-        unquantized = [False] * count  # 8-bit integer tensors without quantization parameters
-        for t, tensor in enumerate(tensors):
-            what = f"subgraph {s} tensor {t}"
-            type_value = int(tensor.scalar("Type"))
-            type_name = TENSOR_TYPES.get(type_value)
-            if type_name is None:
-                raise ModelError(f"{what}: unknown tensor type {type_value}")
-            shape_array = tensor.vector("Shape")
-            shape = tuple(int(d) for d in shape_array) if shape_array else ()
-            if len(shape) > MAX_RANK or any(d < 0 for d in shape):
-                raise ModelError(f"{what}: invalid shape {list(shape)}")
-            nbytes = _tensor_bytes(shape, type_name)
-            if math.prod(shape) > MAX_TENSOR_BYTES or (nbytes is not None and nbytes > MAX_TENSOR_BYTES):
-                raise ModelError(f"{what}: shape {list(shape)} is too large")
-            signature_array = tensor.vector("ShapeSignature")
-            signature = None
-            if signature_array:
-                signature = tuple(int(d) for d in signature_array)
-                if len(signature) != len(shape) or any(d < -1 for d in signature) \
-                        or any(g >= 0 and g != d for g, d in zip(signature, shape, strict=True)):
-                    raise ModelError(f"{what}: shape signature {list(signature)} does not fit shape {list(shape)}")
-            buffer_index = int(tensor.scalar("Buffer"))
-            if buffer_index >= len(buffers):
-                raise ModelError(f"{what}: buffer index {buffer_index} out of range ({len(buffers)} buffers)")
-            sparsity = tensor.table("Sparsity")
-            if sparsity is not None:
-                _check_sparsity(sparsity, shape, what)
-            payload = buffer_bytes[buffer_index]
-            constant[t] = payload is not None
-            external = int(tensor.scalar("ExternalBuffer"))
-            if external:
-                # Weights in a file beside the model: wasi-nn hands over one buffer, and a guest
-                # names no host file.
-                raise ModelError(f"{what}: its data is in external buffer {external}")
-            defined[t] = constant[t] or bool(tensor.scalar("IsVariable")) or math.prod(shape) == 0
-            if payload is not None and sparsity is None and nbytes is not None and payload != nbytes:
-                raise ModelError(f"{what}: constant buffer {buffer_index} holds {payload} bytes but "
-                                 f"{type_name.lower()}{list(shape)} needs {nbytes}")
-            quantization = tensor.table("Quantization")
-            if quantization is not None:
-                _check_quantization(quantization, type_name, shape, what)
-            if type_name in ("UINT8", "INT8"):
-                unquantized[t] = quantization is None or not quantization.vector("Scale")
-            infos[t] = TensorInfo(t, tensor.string("Name") or "", type_name, shape, signature)
 
-        for field in ("Inputs", "Outputs"):
-            _indices(subgraph.vector(field), count, f"subgraph {s} {field.lower()}")
-        fed = [int(t) for t in subgraph.vector("Inputs") or () if constant[int(t)]]
-        if fed:
-            raise ModelError(f"subgraph {s}: input tensor {fed[0]} is a constant")
-        for given in subgraph.vector("Inputs") or ():
-            defined[int(given)] = True
-        operators = subgraph.tables("Operators")
-        total_ops += len(operators)
-        if s == 0 and not operators:
-            # Nothing to run: the interpreter then hands out outputs it never allocated (ValueError
-            # in get_output), and no converter writes such a model.
-            raise ModelError("subgraph 0 has no operators")
-        if s == 0 and not subgraph.vector("Outputs"):
-            raise ModelError("subgraph 0 has no outputs")
-        for o, op in enumerate(operators):
-            what = f"subgraph {s} operator {o}"
-            opcode = int(op.scalar("OpcodeIndex"))
-            if opcode >= len(opcode_names):
-                raise ModelError(f"{what}: opcode index {opcode} out of range ({len(opcode_names)} codes)")
-            op_name = opcode_names[opcode]
-            what = f"{what} ({op_name})"
-            inputs, outputs = op.vector("Inputs") or (), op.vector("Outputs") or ()
-            _indices(inputs, count, f"{what} inputs", optional=True)
-            _indices(outputs, count, f"{what} outputs")
-            _indices(op.vector("Intermediates"), count, f"{what} intermediates")
-            _check_optional_inputs(inputs, op_name, what)
-            if op_name in _ARITY and len(inputs) != _ARITY[op_name]:
-                raise ModelError(f"{what}: {len(inputs)} inputs, not {_ARITY[op_name]}")
-            if op_name not in _RAW_INT8_OPS and not op_name.startswith("STABLEHLO_"):
-                bare = [int(t) for t in (*inputs, *outputs) if t >= 0 and unquantized[int(t)]]
-                if bare:
-                    raise ModelError(f"{what}: 8-bit tensor {bare[0]} has no quantization parameters")
-            written = [int(t) for t in outputs if constant[int(t)]]
-            if written:
-                raise ModelError(f"{what}: writes constant tensor {written[0]}")
-            # Operators run in the order they are listed: an input nothing has written yet would be
-            # uninitialised (or another invocation's) memory.
-            unset = [int(t) for t in inputs if t >= 0 and not defined[int(t)]]
-            if unset:
-                raise ModelError(f"{what}: reads tensor {unset[0]}, which no earlier operator writes and "
-                                 f"which is neither an input, a constant nor a variable")
-            for produced in outputs:
-                defined[int(produced)] = True
-            large = int(op.scalar("LargeCustomOptionsOffset")), int(op.scalar("LargeCustomOptionsSize"))
-            if large[0] > 1 and large[0] + large[1] > size:
-                raise ModelError(f"{what}: custom options lie outside the model")
-            calls[s].update(_check_options(op, op_name, len(subgraphs), what))
-        unwritten = [int(t) for t in subgraph.vector("Outputs") or () if not defined[int(t)]]
-        if unwritten:
-            raise ModelError(f"subgraph {s} output tensor {unwritten[0]} is never written: no operator produces "
-                             f"it and it is neither an input nor a constant")
-        if s == 0:
-            primary_inputs, primary_outputs = _pick(subgraph, "Inputs", infos), _pick(subgraph, "Outputs", infos)
-            # The Python interpreter cannot hand these types over as arrays (a VARIANT output
-            # crashed LiteRT 2.3's get_tensor).
-            opaque = [t for t in (*primary_inputs, *primary_outputs) if t.type in _OPAQUE_TYPES]
-            if opaque:
-                raise ModelError(f"subgraph 0 tensor {opaque[0].index} is a model input or output of type "
-                                 f"{opaque[0].type}")
+@dataclass(frozen=True, slots=True)
+class _Tensors:
+    """What the checks of a subgraph's operators need to know about its tensors (one entry each)."""
 
-    _check_calls(calls)
+    infos: list[TensorInfo | None]
+    constant: list[bool]  # tensors backed by data in the model
+    # Tensors that hold a value before any operator runs: constants, variables (the interpreter
+    # zeroes them), empty ones, and (added by the subgraph's check) the subgraph's inputs.
+    defined: list[bool]
+    unquantized: list[bool]  # 8-bit integer tensors without quantization parameters
+
+
+def _check_tensor(tensor: _Table, t: int, what: str,
+                  buffer_bytes: Sequence[int | None]) -> tuple[TensorInfo, bool, bool, bool]:
+    """One Tensor: type, shape, signature, buffer, sparsity, quantization; its info, and whether it
+    is constant, defined before any operator runs, and 8-bit without quantization parameters."""
+    type_value = int(tensor.scalar("Type"))
+    type_name = TENSOR_TYPES.get(type_value)
+    if type_name is None:
+        raise ModelError(f"{what}: unknown tensor type {type_value}")
+    shape_array = tensor.vector("Shape")
+    shape = tuple(int(d) for d in shape_array) if shape_array else ()
+    if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+        raise ModelError(f"{what}: invalid shape {list(shape)}")
+    nbytes = _tensor_bytes(shape, type_name)
+    if math.prod(shape) > MAX_TENSOR_BYTES or (nbytes is not None and nbytes > MAX_TENSOR_BYTES):
+        raise ModelError(f"{what}: shape {list(shape)} is too large")
+    signature_array = tensor.vector("ShapeSignature")
+    signature = None
+    if signature_array:
+        signature = tuple(int(d) for d in signature_array)
+        if len(signature) != len(shape) or any(d < -1 for d in signature) \
+                or any(g >= 0 and g != d for g, d in zip(signature, shape, strict=True)):
+            raise ModelError(f"{what}: shape signature {list(signature)} does not fit shape {list(shape)}")
+    buffer_index = int(tensor.scalar("Buffer"))
+    if buffer_index >= len(buffer_bytes):
+        raise ModelError(f"{what}: buffer index {buffer_index} out of range ({len(buffer_bytes)} buffers)")
+    sparsity = tensor.table("Sparsity")
+    if sparsity is not None:
+        _check_sparsity(sparsity, shape, what)
+    payload = buffer_bytes[buffer_index]
+    constant = payload is not None
+    external = int(tensor.scalar("ExternalBuffer"))
+    if external:
+        # Weights in a file beside the model: wasi-nn hands over one buffer, and a guest
+        # names no host file.
+        raise ModelError(f"{what}: its data is in external buffer {external}")
+    defined = constant or bool(tensor.scalar("IsVariable")) or math.prod(shape) == 0
+    if payload is not None and sparsity is None and nbytes is not None and payload != nbytes:
+        raise ModelError(f"{what}: constant buffer {buffer_index} holds {payload} bytes but "
+                         f"{type_name.lower()}{list(shape)} needs {nbytes}")
+    quantization = tensor.table("Quantization")
+    if quantization is not None:
+        _check_quantization(quantization, type_name, shape, what)
+    unquantized = False
+    if type_name in ("UINT8", "INT8"):
+        unquantized = quantization is None or not quantization.vector("Scale")
+    info = TensorInfo(t, tensor.string("Name") or "", type_name, shape, signature)
+    return info, constant, defined, unquantized
+
+
+def _check_tensors(tensors: Sequence[_Table], s: int, buffer_bytes: Sequence[int | None]) -> _Tensors:
+    """SubGraph.tensors, each through :func:`_check_tensor`."""
+    count = len(tensors)
+    checked = _Tensors([None] * count, [False] * count, [False] * count, [False] * count)
+    for t, tensor in enumerate(tensors):
+        info, constant, defined, unquantized = _check_tensor(tensor, t, f"subgraph {s} tensor {t}", buffer_bytes)
+        checked.infos[t], checked.constant[t], checked.defined[t], checked.unquantized[t] = \
+            info, constant, defined, unquantized
+    return checked
+
+
+def _check_operator(op: _Table, what: str, opcode_names: Sequence[str], tensors: _Tensors, subgraphs: int,
+                    size: int) -> list[int]:
+    """One Operator: opcode, tensor indices, inputs it may leave out, arity, quantization of what
+    it touches, what it writes and reads (in the order operators run), options; marks its outputs
+    defined and returns the subgraphs its options name."""
+    count = len(tensors.infos)
+    constant, defined, unquantized = tensors.constant, tensors.defined, tensors.unquantized
+    opcode = int(op.scalar("OpcodeIndex"))
+    if opcode >= len(opcode_names):
+        raise ModelError(f"{what}: opcode index {opcode} out of range ({len(opcode_names)} codes)")
+    op_name = opcode_names[opcode]
+    what = f"{what} ({op_name})"
+    inputs, outputs = op.vector("Inputs") or (), op.vector("Outputs") or ()
+    _indices(inputs, count, f"{what} inputs", optional=True)
+    _indices(outputs, count, f"{what} outputs")
+    _indices(op.vector("Intermediates"), count, f"{what} intermediates")
+    _check_optional_inputs(inputs, op_name, what)
+    if op_name in _ARITY and len(inputs) != _ARITY[op_name]:
+        raise ModelError(f"{what}: {len(inputs)} inputs, not {_ARITY[op_name]}")
+    if op_name not in _RAW_INT8_OPS and not op_name.startswith("STABLEHLO_"):
+        bare = [int(t) for t in (*inputs, *outputs) if t >= 0 and unquantized[int(t)]]
+        if bare:
+            raise ModelError(f"{what}: 8-bit tensor {bare[0]} has no quantization parameters")
+    written = [int(t) for t in outputs if constant[int(t)]]
+    if written:
+        raise ModelError(f"{what}: writes constant tensor {written[0]}")
+    # Operators run in the order they are listed: an input nothing has written yet would be
+    # uninitialised (or another invocation's) memory.
+    unset = [int(t) for t in inputs if t >= 0 and not defined[int(t)]]
+    if unset:
+        raise ModelError(f"{what}: reads tensor {unset[0]}, which no earlier operator writes and "
+                         f"which is neither an input, a constant nor a variable")
+    for produced in outputs:
+        defined[int(produced)] = True
+    large = int(op.scalar("LargeCustomOptionsOffset")), int(op.scalar("LargeCustomOptionsSize"))
+    if large[0] > 1 and large[0] + large[1] > size:
+        raise ModelError(f"{what}: custom options lie outside the model")
+    return _check_options(op, op_name, subgraphs, what)
+
+
+@dataclass(frozen=True, slots=True)
+class _Subgraph:
+    """What :func:`verify` keeps of one checked subgraph."""
+
+    tensors: int
+    operators: int
+    calls: set[int]  # the subgraphs its operators name
+    inputs: tuple[TensorInfo, ...]  # subgraph 0's only: the model's inputs and outputs
+    outputs: tuple[TensorInfo, ...]
+
+
+def _check_subgraph(subgraph: _Table, s: int, opcode_names: Sequence[str], buffer_bytes: Sequence[int | None],
+                    subgraphs: int, size: int) -> _Subgraph:
+    """One SubGraph: its tensors, inputs and outputs, then its operators in the order they run;
+    subgraph 0 (the model's signature) must do something and hand over no opaque tensor."""
+    tensors = _check_tensors(subgraph.tables("Tensors"), s, buffer_bytes)
+    count = len(tensors.infos)
+    for field in ("Inputs", "Outputs"):
+        _indices(subgraph.vector(field), count, f"subgraph {s} {field.lower()}")
+    fed = [int(t) for t in subgraph.vector("Inputs") or () if tensors.constant[int(t)]]
+    if fed:
+        raise ModelError(f"subgraph {s}: input tensor {fed[0]} is a constant")
+    for given in subgraph.vector("Inputs") or ():
+        tensors.defined[int(given)] = True
+    operators = subgraph.tables("Operators")
+    if s == 0 and not operators:
+        # Nothing to run: the interpreter then hands out outputs it never allocated (ValueError
+        # in get_output), and no converter writes such a model.
+        raise ModelError("subgraph 0 has no operators")
+    if s == 0 and not subgraph.vector("Outputs"):
+        raise ModelError("subgraph 0 has no outputs")
+    calls: set[int] = set()
+    for o, op in enumerate(operators):
+        calls.update(_check_operator(op, f"subgraph {s} operator {o}", opcode_names, tensors, subgraphs, size))
+    unwritten = [int(t) for t in subgraph.vector("Outputs") or () if not tensors.defined[int(t)]]
+    if unwritten:
+        raise ModelError(f"subgraph {s} output tensor {unwritten[0]} is never written: no operator produces "
+                         f"it and it is neither an input nor a constant")
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    if s == 0:
+        inputs, outputs = _pick(subgraph, "Inputs", tensors.infos), _pick(subgraph, "Outputs", tensors.infos)
+        # The Python interpreter cannot hand these types over as arrays (a VARIANT output
+        # crashed LiteRT 2.3's get_tensor).
+        opaque = [t for t in (*inputs, *outputs) if t.type in _OPAQUE_TYPES]
+        if opaque:
+            raise ModelError(f"subgraph 0 tensor {opaque[0].index} is a model input or output of type "
+                             f"{opaque[0].type}")
+    return _Subgraph(count, len(operators), calls, inputs, outputs)
+
+
+def _check_signature_defs(model: _Table, tensor_counts: Sequence[int]) -> None:
+    """Model.signature_defs: each names a subgraph, and tensors of that subgraph."""
     for d, signature_def in enumerate(model.tables("SignatureDefs")):
         index = int(signature_def.scalar("SubgraphIndex"))
-        if index >= len(subgraphs):
+        if index >= len(tensor_counts):
             raise ModelError(f"signature {d}: subgraph index {index} out of range")
         for field in ("Inputs", "Outputs"):
             for entry in signature_def.tables(field):
                 tensor_index = int(entry.scalar("TensorIndex"))
                 if tensor_index >= tensor_counts[index]:
                     raise ModelError(f"signature {d}: tensor index {tensor_index} out of range")
-    for m, metadata in enumerate(model.tables("Metadata")):
-        if int(metadata.scalar("Buffer")) >= len(buffers):
-            raise ModelError(f"metadata {m}: buffer index out of range")
-    _indices(model.vector("MetadataBuffer"), len(buffers), "metadata buffer")
 
-    return ModelInfo(
-        version=version,
-        subgraphs=len(subgraphs),
-        tensors=total_tensors,
-        operators=total_ops,
-        inputs=primary_inputs,
-        outputs=primary_outputs,
-        builtin_ops=frozenset(builtin),
-        custom_ops=frozenset(custom),
-        description=model.string("Description") or "",
-    )
+
+def _check_metadata(model: _Table, buffers: int) -> None:
+    """Model.metadata and Model.metadata_buffer: buffer indices in range."""
+    for m, metadata in enumerate(model.tables("Metadata")):
+        if int(metadata.scalar("Buffer")) >= buffers:
+            raise ModelError(f"metadata {m}: buffer index out of range")
+    _indices(model.vector("MetadataBuffer"), buffers, "metadata buffer")
 
 
 # Options fields that name another subgraph (control flow); each must exist.

@@ -2,8 +2,9 @@
 
 * :class:`BackendConformance` (:mod:`wasinn.testing.kit`): subclass it in a backend's tests to run
   the conformance suite against the backend (docs/backend-authors.md has the exact lines).
-* :class:`KitHarness`, :class:`Outcome`, :func:`sample_input` (:mod:`wasinn.testing.harness`): the
-  same machinery for a backend's own tests (hosts that know one backend, guests, readable checks).
+* :class:`KitHarness` (:mod:`wasinn.testing.harness`), :class:`Outcome`, :func:`sample_input`
+  (:mod:`wasinn.testing.values`): the same machinery for a backend's own tests (hosts that know
+  one backend, guests, readable checks).
 * :class:`TrampolineGuest` (:mod:`wasinn.testing.guest`): a real wasm guest that re-exports every
   wasi-nn import, to drive the ABI from Python.
 * :func:`render_backend_template` (:mod:`wasinn.testing.template`): generate a new backend package.
@@ -19,19 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wasinn.testing.guest import TrampolineGuest
-    from wasinn.testing.harness import KitHarness, Outcome, expect_error, expect_ok, sample_input
+    from wasinn.testing.harness import KitHarness
     from wasinn.testing.kit import BackendConformance, ModelFactory
     from wasinn.testing.streaming import check_streaming_hooks
     from wasinn.testing.template import render_backend_template
+    from wasinn.testing.values import Outcome, expect_error, expect_ok, sample_input
 
 _EXPORTS = {
     "BackendConformance": "wasinn.testing.kit",
     "ModelFactory": "wasinn.testing.kit",
     "KitHarness": "wasinn.testing.harness",
-    "Outcome": "wasinn.testing.harness",
-    "expect_error": "wasinn.testing.harness",
-    "expect_ok": "wasinn.testing.harness",
-    "sample_input": "wasinn.testing.harness",
+    "Outcome": "wasinn.testing.values",
+    "expect_error": "wasinn.testing.values",
+    "expect_ok": "wasinn.testing.values",
+    "sample_input": "wasinn.testing.values",
     "TrampolineGuest": "wasinn.testing.guest",
     "render_backend_template": "wasinn.testing.template",
     "check_streaming_hooks": "wasinn.testing.streaming",
