@@ -21,7 +21,7 @@ from wasinn.abi.profiles import AbiProfile
 from wasinn.abi.state import MAX_CHECKED_SIGNATURES as MAX_CHECKED_SIGNATURES  # kept importable from here
 from wasinn.abi.state import StoreState, profile_of
 from wasinn.abi.state import resolve_tensor_type as resolve_tensor_type
-from wasinn.boundary.failures import Failure, classify
+from wasinn.boundary.failures import InternalError, classify
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.limits import DEFAULT_LIMITS, Limits
@@ -45,14 +45,14 @@ def state_of(call: HostCall) -> StoreState:
     return state
 
 
-def errno_for(state: StoreState, operation: str, failure: Failure, profile: AbiProfile | None = None) -> int:
+def errno_for(state: StoreState, operation: str, error: WasiNnError, profile: AbiProfile | None = None) -> int:
     """The witx encoder of a failure: the errno of ``profile`` (or the store's), and a guest-log line."""
     profile = profile or profile_of(state)
-    errno = profile.errno(failure.code)
-    if not failure.internal:
+    errno = profile.errno(error.code)
+    if not isinstance(error, InternalError):  # a bug in wasinn was logged by classify
         # The end of a token stream is how every stream ends, not a failure: no warning for it.
-        level = logging.DEBUG if failure.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
-        state.guest_log.log(log, level, f"{operation} -> {failure.code.value} (errno {errno}): {failure.message}")
+        level = logging.DEBUG if error.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
+        state.guest_log.log(log, level, f"{operation} -> {error.code.value} (errno {errno}): {error.message}")
     return errno
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from wasmtime import WasmtimeError
 from wasmtime.component import Linker, LinkerInstance, ResourceAny, ResourceHost, ResourceType, Variant
 
-from wasinn.boundary.failures import Failure, classify
+from wasinn.boundary.failures import InternalError, classify
 from wasinn.boundary.wasmtime_internals import component_store_data
 from wasinn.component.state import ComponentState, ErrorEntry, TensorEntry
 from wasinn.component.transfer import add_func, bytes_result
@@ -104,11 +104,11 @@ def rep_of(store: Any, resource: Any, type_id: int, what: str) -> int:
     return int(host.rep)
 
 
-def error_resource(state: ComponentState, operation: str, failure: Failure) -> ResourceHost:
+def error_resource(state: ComponentState, operation: str, error: WasiNnError) -> ResourceHost:
     """The WIT encoder of a failure: an ``error`` resource, and a guest-log line (the guest's failures)."""
-    if not failure.internal:
-        state.guest_log.log(log, logging.WARNING, f"{operation} -> {failure.code.value}: {failure.message}")
-    rep = state.add_error(ErrorEntry(failure.code, operation, failure.message))
+    if not isinstance(error, InternalError):  # a bug in wasinn was logged by classify
+        state.guest_log.log(log, logging.WARNING, f"{operation} -> {error.code.value}: {error.message}")
+    rep = state.add_error(ErrorEntry(error.code, operation, error.message))
     return ResourceHost.own(rep, ERROR_TYPE_ID)
 
 
