@@ -187,6 +187,8 @@ class GraphState:
     #: A longer prompt cannot fit any context of this model: refused untokenized (see _prompt_bound).
     max_prompt_bytes: int = 1 << 62
     pieces: dict[int, bytes] = field(default_factory=dict)
+    #: Tokens whose bytes never occur in UTF-8 (C0, C1, F5-FF): kept out of constrained output.
+    not_utf8: list[int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     contexts: int = 0
     unloaded: bool = False
@@ -367,6 +369,13 @@ class GgmlBackend:
                            has_classifier=any(name in info.tensors for name in CLASSIFIER_TENSORS),
                            shape=_memory_shape(info, self.llama, llama_model), limits=limits,
                            max_prompt_bytes=_prompt_bound(info, n_ctx_limit))
+        try:  # a grammar llama.cpp cannot parse is refused at load, as in WasmEdge
+            checked = self._grammar_sampler(state, options)
+        except WasiNnError:
+            llama_model.close()
+            raise
+        if checked is not None:
+            self.llama.llama_sampler_free(checked)
         device = "gpu" if n_gpu_layers != 0 else "cpu"
         log.info("ggml: loaded %s model (%d tensors, vocabulary of %d) on the %s", arch, len(info.tensors),
                  info.n_vocab, device)
@@ -586,6 +595,11 @@ class GgmlBackend:
         constrained = self._grammar_sampler(graph, options)
         if constrained is not None:
             llama.llama_sampler_chain_add(sampler.sampler, constrained)
+            # llama.cpp's grammars match code points decoded leniently: a byte token F9 passes as the
+            # lead byte of a 4-byte character, and the output is not UTF-8 (nor JSON).
+            banned = self._not_utf8(graph)
+            if banned:
+                sampler.add_logit_bias(graph.model.n_vocab(), dict.fromkeys(banned, -math.inf))
         if options.temp == 0:  # WasmEdge clamps a negative temperature to 0
             sampler.add_greedy()
         elif options.mirostat == 1:
@@ -709,6 +723,14 @@ class GgmlBackend:
             gen.echo_failed = True
             log.warning("ggml: stream-stdout: cannot write to the host's stdout (%s: %s); tokens are no "
                         "longer echoed", type(exc).__name__, exc)
+
+    def _not_utf8(self, graph: GraphState) -> list[int]:
+        with graph.lock:
+            if graph.not_utf8 is None:
+                invalid = set(range(0xF5, 0x100)) | {0xC0, 0xC1}
+                graph.not_utf8 = [token for token in range(graph.model.n_vocab())
+                                  if not invalid.isdisjoint(self.piece(graph, token))]
+            return graph.not_utf8
 
     def piece(self, graph: GraphState, token: int) -> bytes:
         """The token's text bytes (what llama-cpp-python's ``detokenize([token])`` gives), cached per

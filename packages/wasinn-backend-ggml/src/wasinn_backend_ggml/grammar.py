@@ -31,9 +31,9 @@ MAX_PATTERN_EXPANSION = 1024
 _COUNT_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
 
 #: JSON string characters: anything but '"', '\\' and the control characters (RFC 8259), or an escape.
-STRICT_CHAR = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+STRICT_CHAR = r'[^"\\\x7F\x00-\x1F\uD800-\uDFFF] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 #: A pattern's "." inside a JSON string: the same characters.
-STRICT_DOT = r'[^"\\\x7F\x00-\x1F]'
+STRICT_DOT = r'[^"\\\x7F\x00-\x1F\uD800-\uDFFF]'
 
 
 def _invalid(message: str) -> WasiNnError:
