@@ -25,7 +25,7 @@ from wasinn_backend_ggml import options as ggml_options
 from wasinn.testing.guest import TrampolineGuest
 
 ROOT = Path(__file__).resolve().parents[3]
-INVALID_ARGUMENT, MODEL_NOT_FOUND = 1, 103
+INVALID_ARGUMENT, UNSUPPORTED_OPERATION, MODEL_NOT_FOUND = 1, 6, 103
 PEOPLE = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
                                            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2}},
           "required": ["name", "age"]}
@@ -279,3 +279,15 @@ def test_a_missing_preload_of_another_encoding_still_stops_the_run(tmp_path: Pat
                           str(ROOT / "guests" / "llm-chat" / "llm-chat.wasm"), "--prompt", "x"],
                          capture_output=True, timeout=300, check=False)
     assert run.returncode != 0 and b"is not a file" in run.stderr
+
+
+@pytest.mark.parametrize("options", [{"mmproj": "mmproj.gguf"}, {"image": "cat.png"},
+                                     {"mmproj": "/models/mmproj-f16.gguf", "image": "a.jpg"}])
+def test_vision_is_refused_precisely(guest: TrampolineGuest, options: dict[str, Any],
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    assert guest.load_by_name("default", json.dumps(options)).errno == UNSUPPORTED_OPERATION
+    ctx = open_context(guest, GREEDY)
+    assert set_bytes(guest, ctx, 1, json.dumps(options).encode()) == UNSUPPORTED_OPERATION
+    assert "vision (a multimodal projector and an image) is not supported" in caplog.text
+    # an empty value (what a text-only guest may send) is no request for vision
+    assert set_bytes(guest, ctx, 1, json.dumps({"mmproj": "", "image": ""}).encode()) == 0

@@ -162,8 +162,8 @@ WASMEDGE_KEYS: dict[str, Key] = {
                        "device"),
     "embedding": _h("embedding", "llama_context_params.embeddings", "compute returns the prompt's embedding"),
     "split-mode": _i("llama_model_params.split_mode", "a single device is used"),
-    "mmproj": _i("mtmd / clip", "vision needs llama.cpp's mtmd library, which llama-cpp-python 0.3.16 does not "
-                 "bind for a raw context (see Vision)"),
+    "mmproj": _i("mtmd / clip", "vision: a non-empty value is refused (unsupported_operation): llama-cpp-python "
+                 "0.3.16 does not bind llama.cpp's mtmd for a raw context"),
     "tts": _i("-", _TTS),
     "model-vocoder": _i("-", _TTS),
     "tts-output-file": _i("-", _TTS),
@@ -244,7 +244,7 @@ WASMEDGE_KEYS: dict[str, Key] = {
     "stream-stdout": _h("stream_stdout", "-", "each token also on the host's stdout during compute"),
     "n-predict": _h("n_predict", "-", "tokens to generate at most; -1 until the end"),
     "reverse-prompt": _h("reverse_prompt", "-", "stop after the text that ends with it"),
-    "image": _i("mtmd", "vision is not supported (see mmproj)"),
+    "image": _i("mtmd", "vision: a non-empty value is refused, as mmproj"),
     "always-regenerate-image-embd": _i("-", "vision is not supported"),
     "model-alias": _i("common_params.model_alias", _SERVER),
     "model-url": _i("-", _NO_FILES),
@@ -313,8 +313,11 @@ WASMEDGE_KEYS: dict[str, Key] = {
     "cvector-positive-file": _i("-", _NO_FILES), "cvector-negative-file": _i("-", _NO_FILES),
     "spm-infill": _i("-", _CLI), "batched-bench-output-jsonl": _i("-", _CLI),
 }
-#: Keys of this backend that WasmEdge does not have.
-EXTRA_KEYS: dict[str, Key] = {}
+#: Vision: refused (unsupported_operation) when given a value, rather than answered without the image.
+VISION_KEYS = ("mmproj", "image")
+VISION_REFUSAL = ("vision (a multimodal projector and an image) is not supported: llama-cpp-python 0.3.16 binds "
+                  "llava's clip only through its chat handlers, not for a raw llama_context, and not llama.cpp's "
+                  "mtmd library that WasmEdge uses")
 _FIELD_KEYS = {key.replace("-", "_"): key for key, k in WASMEDGE_KEYS.items() if k.field}
 
 
@@ -395,6 +398,9 @@ def update(options: Options, raw: Mapping[str, Any], *, where: str) -> Options:
         for key, value in raw.items():
             name = str(key).replace("-", "_")
             spec = WASMEDGE_KEYS.get(str(key))
+            if key in VISION_KEYS and value not in ("", None, False):
+                # Answering a vision prompt without its image would be a silently wrong answer.
+                raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"option {key}: {VISION_REFUSAL}")
             if spec is not None and spec.field is None:
                 ignored.append(str(key))
                 continue
