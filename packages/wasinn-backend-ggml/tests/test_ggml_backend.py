@@ -194,12 +194,12 @@ def test_embedding(guest: TrampolineGuest, native: Native) -> None:
 
 
 def test_unknown_keys_are_logged_not_fatal(guest: TrampolineGuest, caplog: pytest.LogCaptureFixture) -> None:
-    ctx = open_context(guest, {**GREEDY, "no-such-key": 1, "mmproj": "x.gguf"})
+    ctx = open_context(guest, {**GREEDY, "no-such-key": 1, "n-parallel": 4})
     set_bytes(guest, ctx, 0, PROMPT)
     assert set_bytes(guest, ctx, 1, b'{"another-new-key": true}') == 0
     assert guest.compute(ctx).ok
     assert "unknown option 'no-such-key'" in caplog.text and "another-new-key" in caplog.text
-    assert "mmproj" in caplog.text
+    assert "n-parallel: one sequence per wasi-nn context" in caplog.text
 
 
 @pytest.mark.parametrize("raw", [b'{"temp": "hot"}', b'{"n-predict": 1.5}', b'{"embedding": 1}', b"not json",
