@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import logging
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from wasinn.errors import ConfigurationError
 from wasinn.host.host import WasiNnHost
 from wasinn.limits import Limits
 
+log = logging.getLogger("wasinn.cli")
 TRAP_EXIT_STATUS = 134  # what Wasmtime's CLI reports for a trap (128 + SIGABRT)
 
 
@@ -77,6 +79,10 @@ def run_command(args: argparse.Namespace) -> int:
     host.load_progress = spinner
     default_target = parse_target(args.target) if args.target else None
     for flag in [parse_nn_graph(v) for v in args.nn_graph] + [parse_nn_preload(v) for v in args.nn_preload]:
+        if flag.missing:
+            log.warning("--nn-preload %s: %s does not exist; not registered (the guest's load of it gets "
+                        "ModelNotFound)", flag.name, ", ".join(map(str, flag.missing)))
+            continue
         host.register_model(flag.name, flag.paths, encoding=flag.encoding,
                             target=flag.target or default_target or "cpu")
     for name, (uri, options) in parse_nn_remotes(args.nn_remote, args.nn_remote_option).items():
