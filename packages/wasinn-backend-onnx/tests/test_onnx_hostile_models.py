@@ -173,10 +173,13 @@ def test_an_output_over_the_tensor_limit_is_not_kept(guest_host: wasinn.WasiNnHo
     context = guest.init_execution_context(graph.value)
     assert context.ok and context.value is not None
     assert guest.set_input(context.value, 0, np.ones(1, np.float32)).ok
+    assert guest.set_input(context.value, 1, np.array([MiB // 4], np.int64)).ok
+    assert guest.compute(context.value).ok
+    entry = guest.state.tables.contexts[context.value]
+    assert entry.context.budget.holding("outputs") == MiB
     assert guest.set_input(context.value, 1, np.array([32 * MiB // 4], np.int64)).ok
     assert guest.compute(context.value).errno == TOO_LARGE  # at compute, not only at get_output
-    entry = guest.state.tables.contexts[context.value]
-    assert entry.context.budget.holding("outputs") == 0
+    assert entry.context.budget.holding("outputs") == 0  # the last run's output went too
     assert entry.context.state.results is None
     assert guest.get_output_bytes(context.value, 0)[0].errno == INVALID
     # The same context computes a smaller output afterwards.

@@ -150,8 +150,8 @@ class ContextState:
     preallocated: bool
     #: Outputs ORT allocates on each run (shape not static, or preallocation refused).
     dynamic_outputs: list[str] = field(default_factory=list)
-    #: The outputs of the last ``compute`` that ORT allocated, copied out of its arena (ndarrays; a
-    #: string naming the kind for an output wasi-nn cannot carry); ``None`` for preallocated ones.
+    #: The outputs of the last ``compute`` that ORT allocated, copied out of its arena (ndarrays, or
+    #: the kind of an output wasi-nn cannot carry); ``None`` for preallocated ones.
     results: list[Any] | None = None
     computed: bool = False
     #: Bytes of the preallocated output arrays (charged to the context's budget as "outputs").
@@ -431,7 +431,9 @@ class OnnxBackend:
         if missing:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input(s) {', '.join(missing)} not set")
         state.computed = False
-        state.results = None
+        if state.results is not None:
+            state.results = None  # the last run's outputs go now, and so does their charge
+            context.budget.hold("outputs", state.preallocated_bytes)
         try:
             if state.binding is None:
                 feed = dict(zip(graph.input_names, state.inputs, strict=True))
@@ -444,6 +446,9 @@ class OnnxBackend:
             code = _error_code(exc, loading=False)
             raise WasiNnError(code, f"ONNX Runtime failed to run: {str(exc).replace('[ONNXRuntimeError] : ', '')}") \
                 from None
+        if state.binding is not None and not state.dynamic_outputs:
+            state.computed = True  # every output is in its preallocated array, charged already
+            return
         try:
             state.results = self._keep(context, graph, state, produced)
         finally:

@@ -257,19 +257,12 @@ def compile_model(model: ModelDescription, device: str, properties: dict[str, An
     return compiled
 
 
-def compile_guest_onnx(model: ModelDescription, device: str, properties: dict[str, Any],
-                       cache_dir: Path | None) -> tuple[Any, GuestOnnxGuard]:
+def compile_guest_onnx(model: ModelDescription, device: str, properties: dict[str, Any]) -> tuple[Any, GuestOnnxGuard]:
     """A guest's ONNX model: read, bounded (:mod:`.onnx_guard`), and only then compiled, since
-    compiling constant-folds whatever the guest's graph computes from constants."""
+    compiling constant-folds whatever the guest's graph computes from constants. (A guest's bytes
+    have no model cache: ``cache_dir`` is the embedder's, for named models.)"""
     ov_model = read_model(model)
     guard = GuestOnnxGuard(ov_model, model.limits)
-    if cache_dir is not None:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            properties = {**properties, "CACHE_DIR": str(cache_dir)}
-        except OSError as exc:
-            log.warning("openvino: the model cache in %s did not work, compiled without it: %s", cache_dir,
-                        printable(str(exc)))
     try:
         compiled = runtime.core().compile_model(ov_model, device, properties)
     except RuntimeError as exc:
@@ -302,7 +295,7 @@ def load(model: ModelDescription, hw: Hardware) -> Graph:
     started = time.perf_counter()
     guard = None
     if model.format == ModelFormat.ONNX and model.from_guest:
-        compiled, guard = compile_guest_onnx(model, device, properties, settings.cache_dir)
+        compiled, guard = compile_guest_onnx(model, device, properties)
     else:
         compiled = compile_model(model, device, properties, settings.cache_dir)
     log.debug("openvino: %s compiled for %s in %.0f ms%s", model.describe(), device,
@@ -375,8 +368,11 @@ def compute(context: Context) -> None:
     if missing:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input(s) {missing} not set")
     run.computed = False
-    if run.guard is not None:
-        run.guard.before_infer(context, run.request, len(context.graph.inputs))
+    # A guest's ONNX model with dynamic inputs: sized for the shapes just set (a static one was sized
+    # at load, and its outputs charged when the context was made).
+    guard = run.guard if run.guard is not None and run.guard.dynamic else None
+    if guard is not None:
+        guard.before_infer(context, run.request, len(context.graph.inputs))
     # Synchronous infer on this thread: start_async + wait hands the request to OpenVINO's executor
     # thread and back, 50 µs more per inference (63 µs vs 10 µs for a 4-float model).
     try:
@@ -385,8 +381,8 @@ def compute(context: Context) -> None:
         # A WasiNnError, not the bare exception: its text (which can quote the guest's model) is
         # escaped wherever it is logged, tracebacks included.
         raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"OpenVINO failed to infer: {runtime.message(exc)}") from None
-    if run.guard is not None:
-        run.guard.after_infer(context, run.request, len(context.graph.outputs))
+    if guard is not None:
+        guard.after_infer(context, run.request, len(context.graph.outputs))
     run.computed = True
 
 
