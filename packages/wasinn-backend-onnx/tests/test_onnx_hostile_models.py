@@ -288,6 +288,34 @@ def test_recursive_functions_are_refused() -> None:
         guest.close()
 
 
+def test_a_file_of_tiny_fields_is_refused_before_it_is_walked_for_long() -> None:
+    # 100,000 unknown varint fields in the graph: nothing to a runtime's parser, but each one a step
+    # of the host's check, which stops at 64 per node allowed (1024 nodes with these limits).
+    graph = b"\xa0\x06\x01" * 100_000 + bytes(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                                                  [_f32("x")], [_f32("y")]).SerializeToString())
+    model = helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 13)],
+                              ir_version=8)
+    model.ClearField("graph")
+    data = model.SerializeToString() + b"\x3a" + _varint(len(graph)) + graph
+    with wasinn.WasiNnHost() as host:
+        guest = TrampolineGuest(host)
+        assert guest.load([data]).ok  # the host's default limits: 8 million fields
+        guest.close()
+    with wasinn.WasiNnHost(limits=Limits(max_runtime_bytes_per_context=8 * MiB)) as host:
+        guest = TrampolineGuest(host)
+        assert guest.load([data]).errno == TOO_LARGE
+        guest.close()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 @pytest.mark.parametrize("name", [*LIGHT_MODELS, "digits"])
 def test_real_models_pass_the_guest_checks(name: str) -> None:
     # What the checks refuse must not be what real models are made of.

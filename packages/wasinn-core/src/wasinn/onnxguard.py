@@ -42,6 +42,9 @@ from wasinn.limits import Limits
 #: What a node costs a runtime once loaded, as charged against ``max_runtime_bytes_per_context``
 #: (measured: ONNX Runtime 2.3 KiB, OpenVINO 6.5 KiB per node).
 NODE_BYTES = 8 << 10
+#: Protobuf fields the check reads per node allowed (initializers, attributes, names ...): a bound on
+#: its own time (8 million fields, a few seconds, by default).
+FIELDS_PER_NODE = 64
 #: Attributes whose list of strings names modes or functions, never tensor data.
 NAME_LIST_ATTRIBUTES = frozenset({"activations", "nodes_modes"})
 #: Integer attributes that give an output's element type.
@@ -71,10 +74,21 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     raise ValueError("truncated varint")
 
 
-def _fields(view: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+class _Budget:
+    """Protobuf fields the walk may still read: a hostile file of tiny fields must not make it slow."""
+
+    def __init__(self, fields: int) -> None:
+        self.left = fields
+
+
+def _fields(view: memoryview, budget: _Budget) -> Iterator[tuple[int, int, int | memoryview]]:
     """(field number, wire type, value) of one message: an int for varints, a view for bytes."""
     pos, end = 0, len(view)
     while pos < end:
+        budget.left -= 1
+        if budget.left < 0:
+            raise _Refused(ErrorCode.TOO_LARGE, "the model has too many protobuf fields to check "
+                                                f"(more than {FIELDS_PER_NODE} per node allowed)")
         key, pos = _varint(view, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -124,26 +138,27 @@ class _Walk:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.found = Findings()
+        self.budget = _Budget(FIELDS_PER_NODE * max_nodes(limits))
         self._costs: dict[tuple[str, str], int] = {}
         self._open: set[tuple[str, str]] = set()
 
     # -- messages ---------------------------------------------------------------------------------
     def model(self, view: memoryview) -> None:
         graphs: list[memoryview] = []
-        for number, wire, value in _fields(view):
+        for number, wire, value in _fields(view, self.budget):
             if wire != 2 or not isinstance(value, memoryview):
                 continue
             if number == 7:
                 graphs.append(value)
             elif number == 20:  # training_info: its graphs count too
-                graphs.extend(v for n, w, v in _fields(value) if n in (1, 2) and isinstance(v, memoryview))
+                graphs.extend(v for n, w, v in _fields(value, self.budget) if n in (1, 2) and isinstance(v, memoryview))
             elif number == 25:
                 self.function_header(value)
         self.found.nodes = sum(self.graph(graph, 1) for graph in graphs)
 
     def function_header(self, view: memoryview) -> None:
         name = domain = overload = ""
-        for number, _, value in _fields(view):
+        for number, _, value in _fields(view, self.budget):
             if number == 1:
                 name = _text(value)
             elif number == 10:
@@ -162,7 +177,7 @@ class _Walk:
             raise ValueError("functions nested too deeply")
         self._open.add(key)
         cost = 0
-        for number, _, value in _fields(self.found.functions[key]):
+        for number, _, value in _fields(self.found.functions[key], self.budget):
             if isinstance(value, memoryview):
                 if number == 7:
                     cost += self.node(value, depth + 1)
@@ -176,7 +191,7 @@ class _Walk:
         if depth > _MAX_DEPTH:
             raise ValueError("graphs nested too deeply")
         nodes = 0
-        for number, _, value in _fields(view):
+        for number, _, value in _fields(view, self.budget):
             if not isinstance(value, memoryview):
                 continue
             if number == 1:
@@ -191,7 +206,7 @@ class _Walk:
     def node(self, view: memoryview, depth: int) -> int:
         op_type = domain = overload = ""
         attributes = []
-        for number, _, value in _fields(view):
+        for number, _, value in _fields(view, self.budget):
             if number == 4:
                 op_type = _text(value)
             elif number == 7:
@@ -214,7 +229,7 @@ class _Walk:
         name, nodes, strings = "", 0, False
         ints: list[int] = []
         text = b""
-        for number, wire, value in _fields(view):
+        for number, wire, value in _fields(view, self.budget):
             if number == 1:
                 name = _text(value)
             elif number == 3 and isinstance(value, int):
@@ -241,20 +256,22 @@ class _Walk:
         return nodes
 
     def tensor(self, view: memoryview, where: str) -> None:
-        for number, _, value in _fields(view):
-            if number == 2 and value == _STRING:
-                raise _Refused(ErrorCode.UNSUPPORTED_OPERATION, f"{where} is a string tensor")
+        for number, _, value in _fields(view, self.budget):
+            if number == 2:
+                if value == _STRING:
+                    raise _Refused(ErrorCode.UNSUPPORTED_OPERATION, f"{where} is a string tensor")
+                return  # the element type is all this needs
 
     def sparse(self, view: memoryview) -> None:
         dims: list[int] = []
         item = 8
-        for number, wire, value in _fields(view):
+        for number, wire, value in _fields(view, self.budget):
             if number == 3:
                 dims.extend(_int64s(wire, value))
             elif number in (1, 2) and isinstance(value, memoryview):
                 self.tensor(value, "a sparse tensor")
                 if number == 1:
-                    for n, _, v in _fields(value):
+                    for n, _, v in _fields(value, self.budget):
                         if n == 2 and isinstance(v, int):
                             item = _ITEM_BYTES.get(v, 8)
         if any(d < 0 for d in dims):
