@@ -14,7 +14,7 @@ from typing import Any
 
 import wasmtime
 
-from wasinn import formats, hardware, ranking
+from wasinn import formats, hardware, onnxguard, ranking
 from wasinn.enums import ENCODING_ALSO, ENCODING_FORMAT, ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.hardware import Device, Hardware
@@ -288,6 +288,9 @@ class WasiNnHost:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the ONNX model keeps tensor data in other files (external "
                                                           "data), or its tensors cannot be parsed to check: a "
                                                           "guest's model must be self-contained")
+        if model.format == ModelFormat.ONNX and model.from_guest:
+            # Sparse tensors, nodes and strings cost a runtime memory no cap reaches, at load.
+            onnxguard.check_guest_onnx(model.builders[0], self.limits)
         return self.load_description(model)
 
     def code_formats(self) -> frozenset[ModelFormat]:
