@@ -36,7 +36,6 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
-    hookimpl,
 )
 from wasinn_backend_onnx import _info
 from wasinn_backend_onnx._info import FORMATS
@@ -146,15 +145,12 @@ def _describe(dtype: TensorType, shape: Sequence[int]) -> str:
 class OnnxBackend:
     """wasinn backend for ONNX Runtime (entry point ``onnx``)."""
 
-    @hookimpl
     def backend_info(self) -> BackendInfo:
         return _info.backend_info()
 
-    @hookimpl
     def detect_format(self, builders: Sequence[bytes]) -> str | None:
         return _info.detect_format(builders)
 
-    @hookimpl
     def devices(self) -> Sequence[Device]:
         from wasinn import hardware
 
@@ -167,7 +163,6 @@ class OnnxBackend:
                               config.provider_options)
         return config, plan
 
-    @hookimpl
     def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:
         if model.format not in FORMATS:
             return None
@@ -181,7 +176,6 @@ class OnnxBackend:
             return plan
         return Score(plan.score, plan.reason, device=plan.primary)
 
-    @hookimpl
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         if len(model.builders) != 1:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"an ONNX model is one graph builder, got "
@@ -253,13 +247,11 @@ class OnnxBackend:
                 raise  # the core logs it and answers runtime_error
             raise WasiNnError(code, f"ONNX Runtime cannot load {model.describe()}: {message}") from exc
 
-    @hookimpl
     def unload(self, graph: Graph) -> None:
         # Contexts hold their own reference; the session goes when the last of them does.
         state: GraphState = graph.state
         state.session = None
 
-    @hookimpl
     def init_execution_context(self, graph: Graph) -> Context:
         state: GraphState = graph.state
         if state.session is None:
@@ -294,7 +286,6 @@ class OnnxBackend:
                 context.outputs[index] = None
                 context.dynamic_outputs.append(name)
 
-    @hookimpl
     def finalize_execution_context(self, context: Context) -> None:
         state: ContextState = context.state
         if state.binding is not None:
@@ -307,7 +298,6 @@ class OnnxBackend:
         state.results = None
         state.session = None
 
-    @hookimpl
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         graph: GraphState = context.graph.state
         state: ContextState = context.state
@@ -341,7 +331,6 @@ class OnnxBackend:
             # the input to its device when it is bound, so there every call rebinds.
             state.binding.bind_cpu_input(graph.input_names[index], buffer)
 
-    @hookimpl
     def compute(self, context: Context) -> None:
         graph: GraphState = context.graph.state
         state: ContextState = context.state
@@ -383,7 +372,6 @@ class OnnxBackend:
         if state.dynamic_outputs:
             state.results = binding.get_outputs()
 
-    @hookimpl
     def get_output(self, context: Context, index: int) -> np.ndarray:
         state: ContextState = context.state
         if not state.computed:
