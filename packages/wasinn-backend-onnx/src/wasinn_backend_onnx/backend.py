@@ -37,7 +37,6 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
-    hookimpl,
 )
 from wasinn.guestlog import printable
 from wasinn_backend_onnx import _info
@@ -199,15 +198,12 @@ def _describe(dtype: TensorType, shape: Sequence[int]) -> str:
 class OnnxBackend:
     """wasinn backend for ONNX Runtime (entry point ``onnx``)."""
 
-    @hookimpl
     def backend_info(self) -> BackendInfo:
         return _info.backend_info()
 
-    @hookimpl
     def detect_format(self, builders: Sequence[bytes]) -> str | None:
         return _info.detect_format(builders)
 
-    @hookimpl
     def devices(self) -> Sequence[Device]:
         from wasinn import hardware
 
@@ -220,7 +216,6 @@ class OnnxBackend:
                               config.provider_options)
         return config, plan
 
-    @hookimpl
     def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:
         if model.format not in FORMATS:
             return None
@@ -234,7 +229,6 @@ class OnnxBackend:
             return plan
         return Score(plan.score, plan.reason, device=plan.primary)
 
-    @hookimpl
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         if len(model.builders) != 1:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"an ONNX model is one graph builder, got "
@@ -325,13 +319,11 @@ class OnnxBackend:
             # A WasiNnError, never the bare exception: its message is escaped where it is logged.
             raise WasiNnError(code, f"ONNX Runtime cannot load {model.describe()}: {message}") from None
 
-    @hookimpl
     def unload(self, graph: Graph) -> None:
         # Contexts hold their own reference; the session goes when the last of them does.
         state: GraphState = graph.state
         state.session = None
 
-    @hookimpl
     def init_execution_context(self, graph: Graph) -> Context:
         state: GraphState = graph.state
         if state.session is None:
@@ -373,7 +365,6 @@ class OnnxBackend:
                 context.outputs[index] = None
                 context.dynamic_outputs.append(name)
 
-    @hookimpl
     def finalize_execution_context(self, context: Context) -> None:
         state: ContextState = context.state
         if state.binding is not None:
@@ -386,7 +377,6 @@ class OnnxBackend:
         state.results = None
         state.session = None
 
-    @hookimpl
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         graph: GraphState = context.graph.state
         state: ContextState = context.state
@@ -423,7 +413,6 @@ class OnnxBackend:
             # the input to its device when it is bound, so there every call rebinds.
             state.binding.bind_cpu_input(graph.input_names[index], buffer)
 
-    @hookimpl
     def compute(self, context: Context) -> None:
         graph: GraphState = context.graph.state
         state: ContextState = context.state
@@ -511,7 +500,6 @@ class OnnxBackend:
         values: list[Any] = binding.get_outputs()
         return values
 
-    @hookimpl
     def get_output(self, context: Context, index: int) -> np.ndarray:
         state: ContextState = context.state
         if not state.computed:

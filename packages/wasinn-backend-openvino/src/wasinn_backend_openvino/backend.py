@@ -34,7 +34,6 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
-    hookimpl,
 )
 from wasinn.guestlog import printable
 from wasinn_backend_openvino import _tflite_child, runtime
@@ -84,7 +83,6 @@ class Run:
 # -- discovery ------------------------------------------------------------------------------------
 # backend_info (and FORMATS, TARGETS) live in ._info, so that listing backends does not import this
 # module; they are re-exported above.
-@hookimpl
 def devices() -> Sequence[Device]:
     found = []
     for name in runtime.available_devices():
@@ -138,7 +136,6 @@ def _score(model: ModelDescription, hw: Hardware, device: str) -> Score:
                                   f"{hw.cpu.description}", device)
 
 
-@hookimpl
 def can_handle(model: ModelDescription, hw: Hardware) -> Score | Decline | None:
     if model.format not in FORMATS:
         return None
@@ -300,7 +297,6 @@ def _loaded_from_cache(compiled: Any) -> bool:
         return False
 
 
-@hookimpl
 def load(model: ModelDescription, hw: Hardware) -> Graph:
     settings = parse_settings(model.config, named=model.name is not None, guest_config=model.guest_config)
     device, reason = choose_device(model.target, settings.device)
@@ -329,13 +325,11 @@ def load(model: ModelDescription, hw: Hardware) -> Graph:
                  state=CompiledGraph(compiled, model.builders, guard))
 
 
-@hookimpl
 def unload(graph: Graph) -> None:
     graph.state = None  # contexts keep their own infer requests (and through them the compiled model)
 
 
 # -- running ----------------------------------------------------------------------------------------
-@hookimpl
 def init_execution_context(graph: Graph) -> Context:
     state: CompiledGraph = graph.state
     request = state.compiled.create_infer_request()
@@ -345,12 +339,10 @@ def init_execution_context(graph: Graph) -> Context:
     return context
 
 
-@hookimpl
 def finalize_execution_context(context: Context) -> None:
     context.state = None
 
 
-@hookimpl
 def set_input(context: Context, index: int, tensor: Tensor) -> None:
     inputs = context.graph.inputs
     if not 0 <= index < len(inputs):
@@ -376,7 +368,6 @@ def set_input(context: Context, index: int, tensor: Tensor) -> None:
     run.inputs_set.add(index)
 
 
-@hookimpl
 def compute(context: Context) -> None:
     run: Run = context.state
     missing = [i for i in range(len(context.graph.inputs)) if i not in run.inputs_set]
@@ -401,7 +392,6 @@ def compute(context: Context) -> None:
     run.computed = True
 
 
-@hookimpl
 def get_output(context: Context, index: int) -> np.ndarray:
     run: Run = context.state
     outputs = context.graph.outputs
