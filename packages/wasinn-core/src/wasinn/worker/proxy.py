@@ -68,7 +68,9 @@ def plugin_spec(backend: Backend) -> list[str]:
     if inspect.ismodule(plugin):
         return ["module", plugin.__name__]
     kind = type(plugin)
-    if "<locals>" in kind.__qualname__ or kind.__module__ == "__main__":
+    # Only an instance of a class that defines the hooks itself can be made again by its name.
+    if "<locals>" in kind.__qualname__ or kind.__module__ in ("__main__", "builtins", "types") or \
+            not callable(getattr(kind, "load", None)):
         raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name} cannot run in a worker: its "
                                                    f"object ({kind.__qualname__}) is not importable")
     return ["class", kind.__module__, kind.__qualname__]
@@ -156,20 +158,21 @@ class Template:
                 self.process.wait()
 
 
-_templates: dict[str, Template] = {}
+_templates: dict[tuple[str, ...], Template] = {}
 _templates_lock = threading.Lock()
 
 
 def template(backend: Backend) -> Template:
-    """The template of ``backend`` (one per backend name and process), started on first use."""
+    """The template of ``backend`` (one per backend name and object, per process), started on first use."""
+    key = (backend.name, *plugin_spec(backend))
     with _templates_lock:
-        found = _templates.get(backend.name)
+        found = _templates.get(key)
         if found is not None and found.alive:
             return found
         if found is not None:
             found.close()
         made = Template(backend)
-        _templates[backend.name] = made
+        _templates[key] = made
         return made
 
 
@@ -224,6 +227,7 @@ class WorkerGraph:
     def __post_init__(self) -> None:
         # A graph the core drops without unloading it (an error path) still ends its worker.
         self._finalizer = weakref.finalize(self, _abandon, self.sock, self.pidfd)
+        self._finalizer.atexit = False  # at exit the templates end every worker
 
     # -- the call -------------------------------------------------------------------------------------
     def call(self, what: str, message: tuple[Any, ...], fds: tuple[int, ...] = (),
@@ -262,7 +266,12 @@ class WorkerGraph:
         raise WasiNnError(self.dead_code, f"backend {self.backend}: {what} failed: the worker {self.dead}")
 
     def _wait_exit(self, seconds: float) -> bool:
-        ready, _, _ = select.select([self.pidfd], [], [], seconds)
+        if self.pidfd < 0:
+            return True
+        try:
+            ready, _, _ = select.select([self.pidfd], [], [], seconds)
+        except (OSError, ValueError):
+            return True
         return bool(ready)
 
     def _kill(self, why: str) -> None:
@@ -463,7 +472,7 @@ class Proxy:
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         worker = self.worker(context.graph)
         nbytes = len(tensor.data)
-        worker.ensure_buffers(in_size=nbytes)
+        worker.ensure_buffers(in_size=max(nbytes, 1))
         assert worker.inputs is not None
         worker.inputs[:nbytes] = tensor.data  # the one copy out of the guest's memory
         _hold(context, worker.call("set_input", ("set_input", context.state, index, tensor.dtype, tensor.shape,
@@ -491,7 +500,7 @@ class Proxy:
                 if nbytes > worker.max_tensor_bytes:
                     raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index} of {nbytes} bytes exceeds the limit "
                                                            f"of {worker.max_tensor_bytes} bytes")
-                worker.ensure_buffers(out_size=nbytes)
+                worker.ensure_buffers(out_size=max(nbytes, 1))
                 continue
             _hold(context, answer)
             assert worker.outputs is not None

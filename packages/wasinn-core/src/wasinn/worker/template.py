@@ -151,6 +151,7 @@ class Worker:
         self.cpu_seconds: float | None = None
         self.store_budget: Any = None
         self.limits: Any = None
+        self.model_fd = -1
 
     def serve(self) -> None:
         from wasinn.errors import WasiNnError
@@ -194,10 +195,18 @@ class Worker:
         builders = []
         offset = 0
         for size in sizes:  # the one copy into this process (backends take bytes)
-            builders.append(os.pread(fds[0], size, offset) if size else b"")
+            builders.append(_pread_all(fds[0], size, offset))
             offset += size
         from dataclasses import replace as _replace
-        model = _replace(model, builders=tuple(builders))
+        from pathlib import Path
+
+        import wasinn.isolation
+        wasinn.isolation.IN_WORKER = True  # this process is the probe: no child probe in it
+        # A runtime that maps its model from a file (llama.cpp) reads this memfd by its path, with
+        # no temporary file written (the worker cannot write one); it stays open with the graph.
+        self.model_fd = fds.pop(0)
+        paths = (Path(f"/proc/self/fd/{self.model_fd}"),) if len(sizes) == 1 else None
+        model = _replace(model, builders=tuple(builders), paths=paths)
         self.limits = model.limits
         self.store_budget = StoreBudget(model.limits.max_runtime_bytes_per_store)
         self._cpu()
@@ -296,6 +305,18 @@ class Worker:
         target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size).reshape(result.shape)
         np.copyto(target, result, casting="no")
         return [protocol.OK, [result.dtype.str, list(result.shape)], self._held(context)]
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    parts = []
+    while size:
+        part = os.pread(fd, min(size, 1 << 30), offset)
+        if not part:
+            raise EOFError("the model file is shorter than announced")
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return b"".join(parts)
 
 
 def _spec(spec: Any) -> list[Any]:
