@@ -265,6 +265,9 @@ class WasiNnHost:
         log.info("%s", result.summary())
         chosen = self.registry.get(winner.backend)
         assert chosen is not None
+        if model.from_guest:  # a guest's bytes: in a confined worker, by the policy (wasinn.worker)
+            from wasinn.worker import select_backend
+            chosen = select_backend(self.limits, model, chosen, self.code_formats())
         started = time.perf_counter()
         progress = self.load_progress(f"loading {model.describe()} on {chosen.name}") if self.load_progress \
             else nullcontext()
