@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 
 @dataclass
@@ -27,15 +29,15 @@ class Native:
         self._cache: dict[tuple[Any, ...], llama_cpp.Llama] = {}
 
     def llama(self, *, ctx_size: int = 128, batch_size: int = 512, threads: int | None = None, seed: int = 0xFFFFFFFF,
-              embedding: bool = False) -> llama_cpp.Llama:
-        key = (ctx_size, batch_size, threads, seed, embedding)
+              embedding: bool = False, pooling: int = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED) -> llama_cpp.Llama:
+        key = (ctx_size, batch_size, threads, seed, embedding, pooling)
         if key not in self._cache:
             kwargs: dict[str, Any] = {"n_ctx": ctx_size, "n_batch": batch_size, "seed": seed, "verbose": False,
                                       "embedding": embedding}
             if threads:
                 kwargs.update(n_threads=threads, n_threads_batch=threads)
             if embedding:
-                kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+                kwargs["pooling_type"] = pooling
             self._cache[key] = llama_cpp.Llama(self.path, **kwargs)
         return self._cache[key]
 
@@ -59,6 +61,33 @@ class Native:
                 break
         return Result(out, pieces, len(tokens), llm.n_ctx())
 
-    def embed(self, prompt: str, *, ctx_size: int = 128) -> list[float]:
-        vector = self.llama(ctx_size=ctx_size, embedding=True).embed(prompt)
-        return [float(v) for v in vector]
+    def raw_embedding(self, prompt: str, *, ctx_size: int = 128,
+                      pooling: int = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED) -> list[float]:
+        """Llama.embed's vector, not normalised; with no pooling (what a model that declares none
+        gets), the last token's, as WasmEdge returns it."""
+        llm = self.llama(ctx_size=ctx_size, embedding=True, pooling=pooling)
+        output: Any = llm.embed(prompt, normalize=False)
+        if output and isinstance(output[0], list):  # one vector per token: no pooling
+            output = output[-1]
+        return [float(v) for v in output]
+
+    def embed(self, prompt: str, *, ctx_size: int = 128, pooling: int = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
+              norm: int = 2) -> list[float]:
+        """What a WasmEdge guest gets: the native vector normalised as llama.cpp's
+        common_embd_normalize does (float32 values and products, the sum in double)."""
+        return reference_normalize(self.raw_embedding(prompt, ctx_size=ctx_size, pooling=pooling), norm)
+
+
+def reference_normalize(vector: list[float], norm: int) -> list[float]:
+    values = np.asarray(vector, dtype=np.float32)
+    total = 0.0
+    if norm == -1:
+        total = 1.0
+    elif norm == 0:
+        total = max(abs(float(v)) for v in values) / 32760.0
+    else:
+        for v in values:
+            total += float(np.float32(v) * np.float32(v)) if norm == 2 else abs(float(v)) ** norm
+        total = math.sqrt(total) if norm == 2 else total ** (1.0 / norm)
+    scale = np.float32(1.0 / total) if total > 0 else np.float32(0.0)
+    return [float(np.float32(v) * scale) for v in values]

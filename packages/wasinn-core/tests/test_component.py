@@ -72,6 +72,14 @@ class Probe:
         self.store.close()
 
 
+@pytest.fixture
+def host() -> Iterator[wasinn.WasiNnHost]:
+    # In-process: these tests count the fake backend's live graphs and contexts in this process
+    # (a component guest's models in workers: tests/test_worker.py drives the same core operations).
+    with wasinn.WasiNnHost(limits=Limits(guest_models="in-process")) as h:
+        yield h
+
+
 @pytest.fixture(params=MODES)
 def probe(request: pytest.FixtureRequest, host: wasinn.WasiNnHost, engine: wasmtime.Engine,
           probe_component: Component) -> Iterator[Probe]:

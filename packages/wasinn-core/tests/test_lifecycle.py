@@ -4,6 +4,7 @@ named models are loaded once and shared by every store of the host."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +12,13 @@ import pytest
 import wasinn
 from wasinn.testing.guest import TrampolineGuest
 from wasinn_test_backends import affine_model, fake
+
+
+@pytest.fixture
+def host() -> Iterator[wasinn.WasiNnHost]:
+    # In-process: these tests count the fake backend's live graphs and contexts in this process.
+    with wasinn.WasiNnHost(limits=wasinn.Limits(guest_models="in-process")) as h:
+        yield h
 
 
 @pytest.fixture(autouse=True)

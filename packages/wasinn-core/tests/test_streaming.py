@@ -176,7 +176,8 @@ def test_kit_streaming_check_catches_a_partial_set(host: wasinn.WasiNnHost) -> N
                                                       "get_output", "compute_single")}
     only_compute = types.SimpleNamespace(**hooks)  # compute_single without get_output_single / fini_single
 
-    with wasinn.WasiNnHost(backends={"partial": only_compute}, entry_points=False, allow=["partial"]) as partial:
+    with wasinn.WasiNnHost(backends={"partial": only_compute}, entry_points=False, allow=["partial"],
+                           limits=wasinn.Limits(guest_models="in-process")) as partial:  # a namespace object
         state = partial.new_state()
         ctx = state.init_execution_context(state.load([make_model(3)], wasinn.GraphEncoding.AUTODETECT,
                                                       wasinn.ExecutionTarget.CPU))

@@ -47,9 +47,9 @@ from wasinn import (
     TensorType,
     WasiNnError,
 )
-from wasinn_backend_ggml import _probe, validate
+from wasinn_backend_ggml import _probe, grammar, validate
 from wasinn_backend_ggml._info import runtime_version
-from wasinn_backend_ggml.options import MODEL_KEYS, Options, update
+from wasinn_backend_ggml.options import CACHE_TYPES, FLASH_ATTN, MODEL_KEYS, Options, update
 from wasinn_backend_ggml.scoring import gpu_offload
 
 log = logging.getLogger("wasinn.ggml")
@@ -59,8 +59,10 @@ llama_log = logging.getLogger("wasinn.ggml.llama")
 INPUTS = (TensorSpec("prompt", TensorType.U8, (None,), any_length=True),
           TensorSpec("metadata", TensorType.U8, (None,), any_length=True, optional=True))
 OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", TensorType.U8, (None,)))
-PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
-TOP_K, MIN_P, TYPICAL_P = 40, 0.05, 1.0  # llama-cpp-python's defaults (WasmEdge sends no keys for them)
+MIROSTAT_TAU, MIROSTAT_M = 5.0, 100  # llama-cpp-python's (WasmEdge has no key for tau)
+DRY_SEQ_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's defaults
+#: Tensors of a classifier head: rank pooling (reranking) needs one (llama.cpp aborts without).
+CLASSIFIER_TENSORS = ("cls.weight", "cls.output.weight")
 EMPTY = np.zeros(0, np.uint8)
 #: Options are a few keys: the cap wasinn puts on load_by_name_with_config's config (parsing JSON
 #: costs several times its size in host memory).
@@ -179,11 +181,14 @@ class GraphState:
     n_ctx_limit: int
     n_embd: int
     pooling_declared: bool
+    has_classifier: bool
     shape: MemoryShape
     limits: Limits
     #: A longer prompt cannot fit any context of this model: refused untokenized (see _prompt_bound).
     max_prompt_bytes: int = 1 << 62
     pieces: dict[int, bytes] = field(default_factory=dict)
+    #: Tokens whose bytes never occur in UTF-8 (C0, C1, F5-FF): kept out of constrained output.
+    not_utf8: list[int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     contexts: int = 0
     unloaded: bool = False
@@ -247,6 +252,45 @@ def _context_limits(n_ctx_train: int, limits: Limits) -> tuple[int, int, int]:
     return declared, n_ctx_model, min(max(n_ctx_model, MIN_CTX_LIMIT), cap)
 
 
+def normalize(vector: np.ndarray, kind: int) -> np.ndarray:
+    """llama.cpp's common_embd_normalize, as WasmEdge applies it (float32 in and out, the sum in
+    double, float32 products): -1 none, 0 the largest magnitude to 32760, 2 Euclidean, other p the
+    p-norm (1: taxicab)."""
+    values = np.asarray(vector, dtype=np.float32)
+    total = 0.0
+    if kind == -1:
+        total = 1.0
+    elif kind == 0:
+        total = float(np.max(np.abs(values))) / 32760.0 if values.size else 0.0
+    elif kind == 2:
+        for square in (values * values).tolist():  # in order, as the C++ loop adds (float32 squares)
+            total += square
+        total = math.sqrt(total)
+    else:
+        for value in np.abs(values).tolist():
+            total += math.pow(value, kind)
+        total = math.pow(total, 1.0 / kind)
+    scale = np.float32(1.0 / total) if total > 0.0 else np.float32(0.0)
+    return values * scale
+
+
+def embedding_json(n_embd: int, values: np.ndarray) -> bytes:
+    """WasmEdge's embedding output: its keys and values with 10 significant digits (fmt's {:.10});
+    JSON has no NaN or Infinity: those are null (a model whose arithmetic overflowed), logged."""
+    parts = []
+    broken = 0
+    for value in values.tolist():
+        if math.isfinite(value):
+            parts.append(format(value, ".10g"))
+        else:
+            parts.append("null")
+            broken += 1
+    if broken:
+        log.warning("ggml: the embedding holds %d values that are not finite (the model's arithmetic "
+                    "overflowed): written as null", broken)
+    return f'{{"n_embedding": {n_embd}, "embedding": [{",".join(parts)}]}}'.encode()
+
+
 class GgmlBackend:
     def __init__(self) -> None:
         import llama_cpp
@@ -256,6 +300,7 @@ class GgmlBackend:
         self.internals = _internals
         self.version = runtime_version() or getattr(llama_cpp, "__version__", "?")
         # llama.cpp logs to stderr by default: route it to Python logging (debug) instead.
+        self._grammars: dict[tuple[str, str], str] = {}
         self._log_callback = llama_cpp.llama_log_callback(self._on_llama_log)
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
 
@@ -269,6 +314,7 @@ class GgmlBackend:
     # -- graphs ----------------------------------------------------------------------------------
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         options = update(Options(), model.config, where="load config")
+        self.grammar_text(options)  # a bad grammar or schema is refused at load, as in WasmEdge
         if model.paths and len(model.paths) == 1:
             # the embedder's file: llama.cpp maps it, nothing is copied
             return self._load_file(model, str(model.paths[0]), options, None)
@@ -300,6 +346,8 @@ class GgmlBackend:
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = options.main_gpu
         params.use_mmap = options.use_mmap
+        params.use_mlock = options.use_mlock
+        params.check_tensors = options.check_tensors
         # llama-cpp-python's LlamaModel.__del__ reads `sampler`, which its __init__ sets only on
         # success: preset it, so that a refused file does not print "Exception ignored" on stderr.
         llama_model = self.internals.LlamaModel.__new__(self.internals.LlamaModel)
@@ -318,8 +366,16 @@ class GgmlBackend:
         state = GraphState(model=llama_model, path=path, options=options, temp=temp, n_ctx_model=n_ctx_model,
                            n_ctx_limit=n_ctx_limit, n_embd=llama_model.n_embd(),
                            pooling_declared=f"{arch}.pooling_type" in info.metadata,
+                           has_classifier=any(name in info.tensors for name in CLASSIFIER_TENSORS),
                            shape=_memory_shape(info, self.llama, llama_model), limits=limits,
                            max_prompt_bytes=_prompt_bound(info, n_ctx_limit))
+        try:  # a grammar llama.cpp cannot parse is refused at load, as in WasmEdge
+            checked = self._grammar_sampler(state, options)
+        except WasiNnError:
+            llama_model.close()
+            raise
+        if checked is not None:
+            self.llama.llama_sampler_free(checked)
         device = "gpu" if n_gpu_layers != 0 else "cpu"
         log.info("ggml: loaded %s model (%d tensors, vocabulary of %d) on the %s", arch, len(info.tensors),
                  info.n_vocab, device)
@@ -396,7 +452,12 @@ class GgmlBackend:
         n_ubatch = min(n_batch, options.ubatch_size)
         n_cells = -(-n_ctx // CTX_PAD) * CTX_PAD
         # Raises TOO_LARGE, naming the limit, past the context's or the store's runtime-memory budget.
-        budget.hold("kv-cache", graph.shape.kv_cache(n_cells))
+        if options.pooling_type == llama.LLAMA_POOLING_TYPE_RANK and options.embedding and not graph.has_classifier:
+            raise _error(ErrorCode.INVALID_ARGUMENT, "pooling-type 4 (rank, reranking) needs a model with a classifier "
+                                                     "head (cls.weight or cls.output.weight): this model has none")
+        # llama.cpp's f16 cache is what shape.kv_cache counts; other types scale it (upper bound).
+        kv_scale = max(CACHE_TYPES[options.cache_type_k], CACHE_TYPES[options.cache_type_v]) / 2
+        budget.hold("kv-cache", math.ceil(graph.shape.kv_cache(n_cells) * kv_scale))
         budget.hold("compute-buffers", graph.shape.compute(n_cells, n_batch, n_ubatch, options.embedding))
         cores = os.cpu_count() or 1
         threads, threads_batch = options.n_threads()
@@ -408,10 +469,17 @@ class GgmlBackend:
         params.n_ubatch = n_ubatch
         params.n_threads, params.n_threads_batch = threads, threads_batch
         params.embeddings = options.embedding
-        if options.embedding and not cstate.graph.pooling_declared:
-            params.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN  # one vector per prompt, as WasmEdge returns
-        if hasattr(params, "flash_attn"):
-            params.flash_attn = False  # llama-cpp-python's default
+        # -1: the model's own, as WasmEdge (none for a model that declares none: the last token's)
+        params.pooling_type = options.pooling_type
+        params.attention_type = options.attention_type
+        params.rope_scaling_type = options.rope_scaling_type
+        params.rope_freq_base, params.rope_freq_scale = options.rope_freq_base, options.rope_freq_scale
+        params.yarn_ext_factor, params.yarn_attn_factor = options.yarn_ext_factor, options.yarn_attn_factor
+        params.yarn_beta_fast, params.yarn_beta_slow = options.yarn_beta_fast, options.yarn_beta_slow
+        params.yarn_orig_ctx = options.yarn_orig_ctx
+        params.type_k, params.type_v = options.cache_type_k, options.cache_type_v
+        params.offload_kqv = not options.no_kv_offload
+        params.flash_attn = FLASH_ATTN[options.flash_attn]
         try:
             cstate.llama_ctx = self.internals.LlamaContext(model=graph.model, params=params, verbose=False)
             cstate.n_batch = max(n_batch, 1)
@@ -477,25 +545,79 @@ class GgmlBackend:
                 log.warning("ggml: option %s applies when the model is loaded (load_by_name_with_config); "
                             "ignored in metadata", key)
         raw = {k: v for k, v in raw.items() if str(k).replace("-", "_") not in MODEL_KEYS}
-        cstate.options = update(cstate.options, raw, where="metadata")
+        options = update(cstate.options, raw, where="metadata")
+        # refused now, as WasmEdge's set_input refuses a bad json-schema
+        checked = self._grammar_sampler(cstate.graph, options)
+        if checked is not None:
+            self.llama.llama_sampler_free(checked)
+        cstate.options = options
 
     # -- generation --------------------------------------------------------------------------------
-    def _sampler(self, options: Options) -> Any:
-        # llama-cpp-python's Llama._init_sampler, with WasmEdge's option names.
+    def grammar_text(self, options: Options) -> str:
+        """The GBNF the options ask for ("" for none): ``grammar`` checked, ``json-schema`` converted."""
+        key = (options.grammar, options.json_schema)
+        cached = self._grammars.get(key)
+        if cached is None:
+            if options.json_schema:
+                cached = grammar.schema_to_gbnf(options.json_schema)
+            else:
+                grammar.check_gbnf(options.grammar)
+                cached = options.grammar
+            if len(self._grammars) >= 64:
+                self._grammars.clear()
+            self._grammars[key] = cached
+        return cached
+
+    def _grammar_sampler(self, graph: GraphState, options: Options) -> Any:
+        """llama.cpp's grammar sampler for the options (None without a grammar); a grammar llama.cpp
+        cannot parse is invalid_argument (llama-cpp-python would add the NULL it returns to the chain)."""
+        text = self.grammar_text(options)
+        if not text.strip():
+            return None
+        pointer = self.llama.llama_sampler_init_grammar(graph.model.vocab, text.encode("utf-8"), b"root")
+        if not pointer:
+            key = "json-schema" if options.json_schema else "grammar"
+            raise _error(ErrorCode.INVALID_ARGUMENT, f"option {key}: llama.cpp cannot parse the grammar (or its "
+                                                     f"root rule is missing or left-recursive)")
+        return pointer
+
+    def _sampler(self, graph: GraphState, options: Options) -> Any:
+        # llama-cpp-python's Llama._init_sampler with WasmEdge's option names, so that a guest gets the
+        # tokens Llama.generate gives; the samplers llama-cpp-python does not chain (DRY, XTC, dynamic
+        # temperature) are added, at llama.cpp's common_sampler positions, only when asked for.
+        llama = self.llama
         sampler = self.internals.LlamaSampler()
-        sampler.add_penalties(PENALTY_LAST_N, options.repeat_penalty, options.frequency_penalty,
+        sampler.add_penalties(options.last_n_penalty, options.repeat_penalty, options.frequency_penalty,
                               options.presence_penalty)
-        if options.temp < 0:
-            sampler.add_softmax()
-            sampler.add_dist(options.seed)
-        elif options.temp == 0:
+        if options.dry_multipier > 0:
+            sampler.add_dry(graph.model, graph.model.n_ctx_train(), options.dry_multipier, options.dry_base,
+                            options.dry_allowed_length, options.dry_last_n_penalty, list(DRY_SEQ_BREAKERS))
+        constrained = self._grammar_sampler(graph, options)
+        if constrained is not None:
+            llama.llama_sampler_chain_add(sampler.sampler, constrained)
+            # llama.cpp's grammars match code points decoded leniently: a byte token F9 passes as the
+            # lead byte of a 4-byte character, and the output is not UTF-8 (nor JSON).
+            banned = self._not_utf8(graph)
+            if banned:
+                sampler.add_logit_bias(graph.model.n_vocab(), dict.fromkeys(banned, -math.inf))
+        if options.temp == 0:  # WasmEdge clamps a negative temperature to 0
             sampler.add_greedy()
+        elif options.mirostat == 1:
+            sampler.add_mirostat(graph.model.n_vocab(), options.seed, MIROSTAT_TAU, options.mirostat_eta,
+                                 MIROSTAT_M)
+        elif options.mirostat == 2:
+            sampler.add_mirostat_v2(options.seed, MIROSTAT_TAU, options.mirostat_eta)
         else:
-            sampler.add_top_k(TOP_K)
-            sampler.add_typical(TYPICAL_P, 1)
+            sampler.add_top_k(options.top_k)
+            sampler.add_typical(options.typ_p, 1)
             sampler.add_top_p(options.top_p, 1)
-            sampler.add_min_p(MIN_P, 1)
-            sampler.add_temp(options.temp)
+            sampler.add_min_p(options.min_p, 1)
+            if options.xtc_probability > 0:
+                sampler.add_xtc(options.xtc_probability, options.xtc_threshold, 1, options.seed)
+            if options.dynatemp_range > 0:
+                sampler.add_temp_ext(options.temp, options.dynatemp_range, options.dynatemp_exponent)
+            else:
+                sampler.add_temp(options.temp)
             sampler.add_dist(options.seed)
         return sampler
 
@@ -551,7 +673,7 @@ class GgmlBackend:
                      (time.perf_counter() - started) * 1000)
         cstate.input_tokens, cstate.output_tokens = len(tokens), 0
         n_predict = options.n_predict if options.n_predict >= 0 else n_ctx
-        return Generation(tokens=tokens, sampler=self._sampler(options), n_past=len(tokens), n_ctx=n_ctx,
+        return Generation(tokens=tokens, sampler=self._sampler(cstate.graph, options), n_past=len(tokens), n_ctx=n_ctx,
                           n_predict=n_predict, reverse_prompt=options.reverse_prompt.encode())
 
     def _step(self, cstate: ContextState, gen: Generation) -> bytes:
@@ -570,7 +692,7 @@ class GgmlBackend:
             gen.pending = None
         llama = self.llama
         token = int(llama.llama_sampler_sample(gen.sampler.sampler, cstate.llama_ctx.ctx, -1))
-        if llama.llama_vocab_is_eog(cstate.graph.model.vocab, token):
+        if not cstate.options.ignore_eos and llama.llama_vocab_is_eog(cstate.graph.model.vocab, token):
             gen.ended = ErrorCode.END_OF_SEQUENCE
             raise _error(ErrorCode.END_OF_SEQUENCE, "end of sequence")
         gen.pending = token
@@ -601,6 +723,14 @@ class GgmlBackend:
             gen.echo_failed = True
             log.warning("ggml: stream-stdout: cannot write to the host's stdout (%s: %s); tokens are no "
                         "longer echoed", type(exc).__name__, exc)
+
+    def _not_utf8(self, graph: GraphState) -> list[int]:
+        with graph.lock:
+            if graph.not_utf8 is None:
+                invalid = set(range(0xF5, 0x100)) | {0xC0, 0xC1}
+                graph.not_utf8 = [token for token in range(graph.model.n_vocab())
+                                  if not invalid.isdisjoint(self.piece(graph, token))]
+            return graph.not_utf8
 
     def piece(self, graph: GraphState, token: int) -> bytes:
         """The token's text bytes (what llama-cpp-python's ``detokenize([token])`` gives), cached per
@@ -654,23 +784,22 @@ class GgmlBackend:
         except RuntimeError as exc:
             raise _error(ErrorCode.RUNTIME_ERROR, f"llama.cpp could not embed the text: {exc}") from None
         n_embd = cstate.graph.n_embd
-        if ctx.pooling_type() == llama.LLAMA_POOLING_TYPE_NONE:
-            pointer = llama.llama_get_embeddings_ith(ctx.ctx, -1)
+        pooling = ctx.pooling_type()
+        if pooling == llama.LLAMA_POOLING_TYPE_NONE:
+            pointer = llama.llama_get_embeddings_ith(ctx.ctx, -1)  # the last token's, as WasmEdge returns
         else:
             pointer = llama.llama_get_embeddings_seq(ctx.ctx, 0)
         if not pointer:
             raise _error(ErrorCode.RUNTIME_ERROR, "llama.cpp returned no embedding")
-        vector: list[float | None] = [float(v) for v in pointer[:n_embd]]
-        broken = sum(1 for v in vector if v is not None and not math.isfinite(v))
-        if broken:
-            # JSON has no NaN or Infinity: guests' strict parsers (serde_json, ...) would fail on the
-            # whole output. null, as WasmEdge's JSON library writes them; logged.
-            log.warning("ggml: the embedding holds %d values that are not finite (the model's arithmetic "
-                        "overflowed): written as null", broken)
-            vector = [v if v is not None and math.isfinite(v) else None for v in vector]
+        if pooling == llama.LLAMA_POOLING_TYPE_RANK:
+            n_out = max(int(llama.llama_model_n_cls_out(cstate.graph.model.model)), 1)
+            values = np.ctypeslib.as_array(pointer, shape=(n_out,)).astype(np.float32)  # scores, not normalised
+        else:
+            n_out = n_embd
+            values = normalize(np.ctypeslib.as_array(pointer, shape=(n_embd,)), cstate.options.embd_normalize)
         ctx.kv_cache_clear()
         cstate.input_tokens, cstate.output_tokens = len(tokens), 0
-        return json.dumps({"n_embedding": n_embd, "embedding": vector}, allow_nan=False).encode()
+        return embedding_json(n_out, values)
 
     # -- outputs -----------------------------------------------------------------------------------
     def _metadata(self, cstate: ContextState) -> np.ndarray:

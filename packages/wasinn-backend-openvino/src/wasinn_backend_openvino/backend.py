@@ -34,13 +34,14 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
-    hookimpl,
 )
+from wasinn.guestlog import printable
 from wasinn_backend_openvino import _tflite_child, runtime
 from wasinn_backend_openvino._info import FORMATS as FORMATS
 from wasinn_backend_openvino._info import TARGETS as TARGETS
 from wasinn_backend_openvino._info import backend_info as backend_info
 from wasinn_backend_openvino.config import compile_properties, parse_settings
+from wasinn_backend_openvino.onnx_guard import GuestOnnxGuard
 
 log = logging.getLogger("wasinn.openvino")
 
@@ -64,6 +65,8 @@ class CompiledGraph:
 
     compiled: Any  # openvino.CompiledModel
     builders: tuple[bytes, ...]
+    #: The memory bounds of a guest's ONNX model (``None`` for every other model).
+    guard: GuestOnnxGuard | None = None
 
 
 @dataclass(eq=False)
@@ -74,12 +77,12 @@ class Run:
     infer: Callable[[], object]  # runtime.synchronous_infer(request)
     inputs_set: set[int] = field(default_factory=set)
     computed: bool = False
+    guard: GuestOnnxGuard | None = None
 
 
 # -- discovery ------------------------------------------------------------------------------------
 # backend_info (and FORMATS, TARGETS) live in ._info, so that listing backends does not import this
 # module; they are re-exported above.
-@hookimpl
 def devices() -> Sequence[Device]:
     found = []
     for name in runtime.available_devices():
@@ -133,7 +136,6 @@ def _score(model: ModelDescription, hw: Hardware, device: str) -> Score:
                                   f"{hw.cpu.description}", device)
 
 
-@hookimpl
 def can_handle(model: ModelDescription, hw: Hardware) -> Score | Decline | None:
     if model.format not in FORMATS:
         return None
@@ -263,8 +265,21 @@ def compile_model(model: ModelDescription, device: str, properties: dict[str, An
         raise _compile_error(exc) from None
     if cache_failure is not None:
         log.warning("openvino: the model cache in %s did not work, compiled without it: %s", cache_dir,
-                    runtime.message(cache_failure))
+                    printable(runtime.message(cache_failure)))
     return compiled
+
+
+def compile_guest_onnx(model: ModelDescription, device: str, properties: dict[str, Any]) -> tuple[Any, GuestOnnxGuard]:
+    """A guest's ONNX model: read, bounded (:mod:`.onnx_guard`), and only then compiled, since
+    compiling constant-folds whatever the guest's graph computes from constants. (A guest's bytes
+    have no model cache: ``cache_dir`` is the embedder's, for named models.)"""
+    ov_model = read_model(model)
+    guard = GuestOnnxGuard(ov_model, model.limits)
+    try:
+        compiled = runtime.core().compile_model(ov_model, device, properties)
+    except RuntimeError as exc:
+        raise _compile_error(exc) from None
+    return compiled, guard
 
 
 def _spec(port: Any, fallback: str) -> TensorSpec:
@@ -282,7 +297,6 @@ def _loaded_from_cache(compiled: Any) -> bool:
         return False
 
 
-@hookimpl
 def load(model: ModelDescription, hw: Hardware) -> Graph:
     settings = parse_settings(model.config, named=model.name is not None, guest_config=model.guest_config)
     device, reason = choose_device(model.target, settings.device)
@@ -290,7 +304,11 @@ def load(model: ModelDescription, hw: Hardware) -> Graph:
         raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, reason)
     properties = compile_properties(settings, runtime.supported_properties(device))
     started = time.perf_counter()
-    compiled = compile_model(model, device, properties, settings.cache_dir)
+    guard = None
+    if model.format == ModelFormat.ONNX and model.from_guest:
+        compiled, guard = compile_guest_onnx(model, device, properties)
+    else:
+        compiled = compile_model(model, device, properties, settings.cache_dir)
     log.debug("openvino: %s compiled for %s in %.0f ms%s", model.describe(), device,
               (time.perf_counter() - started) * 1000, " (from the cache)" if _loaded_from_cache(compiled) else "")
     inputs = [_spec(port, f"input{i}") for i, port in enumerate(compiled.inputs)]
@@ -304,28 +322,27 @@ def load(model: ModelDescription, hw: Hardware) -> Graph:
         except Exception:
             pass
     return Graph(inputs=inputs, outputs=outputs, device=label,
-                 state=CompiledGraph(compiled, model.builders))
+                 state=CompiledGraph(compiled, model.builders, guard))
 
 
-@hookimpl
 def unload(graph: Graph) -> None:
     graph.state = None  # contexts keep their own infer requests (and through them the compiled model)
 
 
 # -- running ----------------------------------------------------------------------------------------
-@hookimpl
 def init_execution_context(graph: Graph) -> Context:
     state: CompiledGraph = graph.state
     request = state.compiled.create_infer_request()
-    return Context(graph, state=Run(request, runtime.synchronous_infer(request)))
+    context = Context(graph, state=Run(request, runtime.synchronous_infer(request), guard=state.guard))
+    if state.guard is not None:
+        context.budget.hold("outputs", state.guard.static_outputs)  # the request's output tensors
+    return context
 
 
-@hookimpl
 def finalize_execution_context(context: Context) -> None:
     context.state = None
 
 
-@hookimpl
 def set_input(context: Context, index: int, tensor: Tensor) -> None:
     inputs = context.graph.inputs
     if not 0 <= index < len(inputs):
@@ -351,19 +368,30 @@ def set_input(context: Context, index: int, tensor: Tensor) -> None:
     run.inputs_set.add(index)
 
 
-@hookimpl
 def compute(context: Context) -> None:
     run: Run = context.state
     missing = [i for i in range(len(context.graph.inputs)) if i not in run.inputs_set]
     if missing:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"input(s) {missing} not set")
+    run.computed = False
+    # A guest's ONNX model with dynamic inputs: sized for the shapes just set (a static one was sized
+    # at load, and its outputs charged when the context was made).
+    guard = run.guard if run.guard is not None and run.guard.dynamic else None
+    if guard is not None:
+        guard.before_infer(context, run.request, len(context.graph.inputs))
     # Synchronous infer on this thread: start_async + wait hands the request to OpenVINO's executor
     # thread and back, 50 µs more per inference (63 µs vs 10 µs for a 4-float model).
-    run.infer()
+    try:
+        run.infer()
+    except RuntimeError as exc:
+        # A WasiNnError, not the bare exception: its text (which can quote the guest's model) is
+        # escaped wherever it is logged, tracebacks included.
+        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"OpenVINO failed to infer: {runtime.message(exc)}") from None
+    if guard is not None:
+        guard.after_infer(context, run.request, len(context.graph.outputs))
     run.computed = True
 
 
-@hookimpl
 def get_output(context: Context, index: int) -> np.ndarray:
     run: Run = context.state
     outputs = context.graph.outputs

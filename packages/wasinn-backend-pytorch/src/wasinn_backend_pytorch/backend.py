@@ -42,7 +42,6 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
-    hookimpl,
 )
 from wasinn_backend_pytorch import _info, safety
 from wasinn_backend_pytorch._info import FORMATS
@@ -237,11 +236,9 @@ def _first_line(exc: BaseException) -> str:
 class TorchBackend:
     """wasinn backend for PyTorch (entry point ``pytorch``)."""
 
-    @hookimpl
     def backend_info(self) -> BackendInfo:
         return _info.backend_info()
 
-    @hookimpl
     def devices(self) -> Sequence[Device]:
         available, _ = cuda_state()
         if not available:
@@ -276,7 +273,6 @@ class TorchBackend:
             return Decline(f"{device} does not exist ({why})", ErrorCode.UNSUPPORTED_OPERATION)
         return device
 
-    @hookimpl
     def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:
         if model.format not in FORMATS:
             return None
@@ -297,7 +293,6 @@ class TorchBackend:
         return Score(SCORE_CPU, f"{model.format.value} is PyTorch's own format; no CUDA device, so the CPU "
                                 f"(target auto)", "cpu")
 
-    @hookimpl
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         if len(model.builders) != 1:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"a PyTorch model is one graph builder, got "
@@ -387,25 +382,21 @@ class TorchBackend:
         module.to(device)
         return module, inputs, outputs, len(inputs)
 
-    @hookimpl
     def unload(self, graph: Graph) -> None:
         graph.state.module = None  # contexts do not hold the module: it goes with the graph
 
-    @hookimpl
     def init_execution_context(self, graph: Graph) -> Context:
         state: GraphState = graph.state
         if state.module is None:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the graph was unloaded")
         return Context(graph, state=ContextState(staged=[None] * len(graph.inputs)))
 
-    @hookimpl
     def finalize_execution_context(self, context: Context) -> None:
         state: ContextState = context.state
         state.staged.clear()
         state.outputs.clear()
         state.computed = False
 
-    @hookimpl
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         graph: GraphState = context.graph.state
         state: ContextState = context.state
@@ -428,7 +419,6 @@ class TorchBackend:
             staged[3][:] = np.ascontiguousarray(tensor.numpy()).reshape(-1).view(np.uint8).data
         state.computed = False
 
-    @hookimpl
     def compute(self, context: Context) -> None:
         graph: GraphState = context.graph.state
         state: ContextState = context.state
@@ -457,7 +447,6 @@ class TorchBackend:
         state.outputs = outputs
         state.computed = True
 
-    @hookimpl
     def get_output(self, context: Context, index: int) -> np.ndarray:
         state: ContextState = context.state
         if not state.computed:

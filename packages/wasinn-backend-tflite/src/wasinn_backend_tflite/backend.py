@@ -45,7 +45,6 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
-    hookimpl,
 )
 from wasinn_backend_tflite import _info, _runtime
 from wasinn_backend_tflite._info import TENSOR_TYPES as TENSOR_TYPES
@@ -467,11 +466,9 @@ def _describe(dtype: TensorType, shape: Sequence[int]) -> str:
 class TFLiteBackend:
     """The hooks. The entry point names the package, whose hook functions hand each call to one instance."""
 
-    @hookimpl
     def backend_info(self) -> BackendInfo:
         return _info.backend_info()
 
-    @hookimpl
     def can_handle(self, model: ModelDescription, hw: Hardware) -> Score | Decline | None:
         if model.format != ModelFormat.TFLITE:
             return None
@@ -496,7 +493,6 @@ class TFLiteBackend:
             return Score(value, f"{name} with the {options.delegate.label} delegate ({ops})", device=options.device())
         return Score(SCORE, f"{name} runs TFLite natively on the CPU ({ops})", device=options.device())
 
-    @hookimpl
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         runtime = _runtime.select()
         if isinstance(runtime, str):
@@ -524,7 +520,6 @@ class TFLiteBackend:
         return Graph(inputs=[p.spec() for p in state.inputs], outputs=[p.spec() for p in state.outputs],
                      device=options.device(), state=state)
 
-    @hookimpl
     def unload(self, graph: Graph) -> None:
         state: GraphState = graph.state
         with state.lock:
@@ -532,13 +527,11 @@ class TFLiteBackend:
             state.interpreters -= len(state.idle)
             state.idle.clear()
 
-    @hookimpl
     def init_execution_context(self, graph: Graph) -> Context:
         state: GraphState = graph.state
         # No interpreter yet: the context leases one when it first sets an input.
         return Context(graph, state=ContextState(state.model_shapes(), [False] * len(state.inputs)))
 
-    @hookimpl
     def finalize_execution_context(self, context: Context) -> None:
         ctx: ContextState = context.state
         with ctx.lock:
@@ -547,7 +540,6 @@ class TFLiteBackend:
             ctx.saved_inputs, ctx.saved_outputs = {}, None
         context.graph.state.release(ctx, slot)
 
-    @hookimpl
     def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
         state: GraphState = context.graph.state
         ctx: ContextState = context.state
@@ -618,7 +610,6 @@ class TFLiteBackend:
         for i, data in kept.items():
             interpreter.set_tensor(state.inputs[i].tensor, data)
 
-    @hookimpl
     def compute(self, context: Context) -> None:
         state: GraphState = context.graph.state
         ctx: ContextState = context.state
@@ -639,7 +630,6 @@ class TFLiteBackend:
             ctx.computed = True
             ctx.saved_outputs = None
 
-    @hookimpl
     def get_output(self, context: Context, index: int) -> np.ndarray:
         state: GraphState = context.graph.state
         ctx: ContextState = context.state

@@ -1,8 +1,9 @@
-"""What ``wasinn backends`` needs from this backend, without importing whisper.cpp."""
+"""What ``wasinn backends`` needs from this backend, and its format detector, without importing whisper.cpp."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 
 from wasinn.enums import ExecutionTarget, ModelFormat, TensorType
 from wasinn.hookspecs import BackendInfo, hookimpl
@@ -34,3 +35,17 @@ def backend_info() -> BackendInfo:
         summary="whisper.cpp: speech-to-text, WasmEdge Whisper conventions (WAV in, timestamped text out)",
         unavailable="pywhispercpp is not installed (pip install pywhispercpp)" if missing else None,
     )
+
+
+@hookimpl
+def detect_format(builders: Sequence[bytes]) -> str | None:
+    """whisper.cpp's files: the ``ggml`` magic and a whisper header (a second builder is WasmEdge's
+    JSON options)."""
+    from wasinn_backend_whisper.validate import is_whisper
+
+    try:
+        if builders and len(builders) <= 2 and is_whisper(builders[0]):
+            return "whisper"
+    except Exception:  # never raise: detection only
+        return None
+    return None

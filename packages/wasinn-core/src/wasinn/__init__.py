@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat, TensorType
     from wasinn.errors import ConfigurationError, WasiNnError
     from wasinn.formats import detect_format
+    from wasinn.forwarding import forward_hooks
     from wasinn.hardware import Cpu, Device, Hardware
     from wasinn.hookspecs import BackendInfo, Context, Decline, Graph, Score, hookimpl
     from wasinn.host.host import WasiNnHost
@@ -40,6 +41,7 @@ _LAZY = {
     "StoreState": "wasinn.abi.state", "ModelDescription": "wasinn.model",
     "Candidate": "wasinn.ranking", "Ranking": "wasinn.ranking",
     "Tensor": "wasinn.tensor", "TensorSpec": "wasinn.tensor",
+    "forward_hooks": "wasinn.forwarding",
 }
 
 
@@ -89,5 +91,6 @@ __all__ = [
     "WasiNnHost",
     "__version__",
     "detect_format",
+    "forward_hooks",
     "hookimpl",
 ]

@@ -8,7 +8,12 @@ published through the entry-point group ``wasinn.backends``::
     mybackend = "wasinn_backend_mine"
 
 The entry-point name is the backend's name (``--backend mybackend``). Import your runtime lazily,
-inside the hooks: importing wasinn and listing backends must stay fast.
+inside the hooks: importing wasinn and listing backends must stay fast. The usual way: the module
+the entry point names defines ``backend_info`` and declares the other hooks with
+:func:`wasinn.forwarding.forward_hooks`, which imports the implementation on their first call.
+
+The hooks below come in four sections: discovery, selection, lifecycle and streaming;
+:data:`REQUIRED_HOOKS` lists those every backend implements.
 
 How wasinn uses the hooks:
 
@@ -81,6 +86,7 @@ __all__ = [
     "Hardware",
     "ModelDescription",
     "ModelFormat",
+    "REQUIRED_HOOKS",
     "Score",
     "Tensor",
     "TensorSpec",
@@ -171,6 +177,24 @@ class Context:
     budget: ContextBudget = field(default_factory=ContextBudget)
 
 
+#: The hooks every backend implements (the others are optional); a backend that lacks one is listed
+#: by ``wasinn backends`` as unavailable, with the missing names.
+REQUIRED_HOOKS = (
+    "backend_info",
+    "can_handle",
+    "load",
+    "init_execution_context",
+    "set_input",
+    "compute",
+    "get_output",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Discovery: asked when wasinn lists the backends and detects a model's format
+# --------------------------------------------------------------------------------------------------
+
+
 @hookspec
 def backend_info() -> BackendInfo:  # type: ignore[empty-body]
     """Describe the backend. Must be cheap: do not import the runtime here."""
@@ -194,12 +218,22 @@ def detect_format(builders: Sequence[bytes]) -> str | None:
     """
 
 
+# --------------------------------------------------------------------------------------------------
+# Selection: asked of every available backend at every load
+# --------------------------------------------------------------------------------------------------
+
+
 @hookspec
 def can_handle(model: ModelDescription, hw: Hardware) -> Score | Decline | None:
     """Score how well this backend serves ``model`` on ``hw`` (see the module docstring).
 
     Do not load the model here: this is asked of every backend at every load.
     """
+
+
+# --------------------------------------------------------------------------------------------------
+# Lifecycle: a graph, its contexts and their inferences, on the backend that owns them
+# --------------------------------------------------------------------------------------------------
 
 
 @hookspec
@@ -243,6 +277,11 @@ def unload(graph: Graph) -> None:
 @hookspec
 def finalize_execution_context(context: Context) -> None:
     """(Optional) Release a context. Called once per context."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming (optional, all three or none): output produced one step at a time
+# --------------------------------------------------------------------------------------------------
 
 
 @hookspec

@@ -19,6 +19,10 @@ reports the same error properly); death by a signal is a crash the host must not
 The policy is an environment variable, so a guest cannot change it: ``untrusted`` (the default:
 only models whose bytes came from a guest), ``always`` (also the embedder's named models) or
 ``never``. A model that passed is remembered by its key, so it is probed once per process.
+
+In a worker of :mod:`wasinn.worker` (a guest's model under ``Limits(guest_models="isolate")``) no
+probe runs: the worker is the throwaway process, confined, and its crash is already the guest's
+error, not the host's end (:data:`IN_WORKER`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ POLICIES = ("untrusted", "always", "never")
 
 #: Exit status of a script whose runtime refused the model with an ordinary error.
 REFUSED = 3
+
+#: Set in a :mod:`wasinn.worker` process: the model already runs in a confined child of its own,
+#: so :meth:`ChildProbe.wanted` says no (a probe there could not even start: no exec, no fork).
+IN_WORKER = False
 
 
 def signal_name(returncode: int) -> str:
@@ -84,6 +92,8 @@ class ChildProbe:
 
     def wanted(self, trusted: bool) -> bool:
         """Whether a model of this provenance must be probed under the current policy."""
+        if IN_WORKER:
+            return False
         chosen = self.policy()
         return chosen == "always" or (chosen == "untrusted" and not trusted)
 

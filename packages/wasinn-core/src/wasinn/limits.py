@@ -7,6 +7,10 @@ a model (:class:`~wasinn.model.ModelDescription`) can carry the limits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+#: Where a guest's model bytes run (``Limits.guest_models``): see :mod:`wasinn.worker`.
+GuestModels = Literal["isolate", "in-process", "refuse"]
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -46,6 +50,20 @@ class Limits:
     #: backend lists in ``BackendInfo.code_formats``). Off by default: such bytes are refused with
     #: ``invalid_argument`` before any backend sees them. Named models are the embedder's and unaffected.
     allow_guest_code: bool = False
+    #: Where the model bytes of a guest's ``load`` run: ``"isolate"`` (a confined worker process per
+    #: graph, :mod:`wasinn.worker`), ``"in-process"`` (in the host, as named models do) or ``"refuse"``
+    #: (``unsupported_operation``: only the embedder's named models).
+    guest_models: GuestModels = "isolate"
+    #: Memory cap of one worker (``RLIMIT_DATA``) for its runtime, on top of twice the model's size.
+    worker_memory_bytes: int = 512 * MiB
+    #: Wall-clock deadline of one call into a worker (load, compute ...): past it the worker is killed
+    #: and its graph answers ``runtime_error``. ``None``: no deadline.
+    worker_call_seconds: float | None = 300.0
+    #: CPU seconds one call into a worker may use (``RLIMIT_CPU``, whole seconds). ``None``: no cap.
+    worker_cpu_seconds: float | None = None
+    #: Refuse a guest's model (``unsupported_operation``) rather than run it in a worker that lacks a
+    #: confinement layer this machine cannot apply (see ``wasinn explain``).
+    strict_isolation: bool = False
 
     # -- what one guest call may ask for (both ABIs read their arguments against these) -------------
     #: Graph builders in one ``load`` call.

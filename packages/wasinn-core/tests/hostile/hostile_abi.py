@@ -30,7 +30,7 @@ import struct
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -294,6 +294,9 @@ CPU_ONLY = Hardware(cpu=Cpu("x86_64", "unknown", "test cpu", 1, frozenset()))
 def fake_host(limits: Limits | None = None, **kwargs: Any) -> WasiNnHost:
     """A host with only the ``fake`` backend and the :data:`NAMED` models registered."""
     kwargs.setdefault("hardware", CPU_ONLY)
+    # In-process: the suite counts the fake backend's live objects in this process (LiveObjects) and
+    # looks into contexts; guest models in workers are tested by tests/test_worker.py.
+    limits = replace(limits, guest_models="in-process") if limits is not None else Limits(guest_models="in-process")
     host = WasiNnHost(backends={"fake": fake}, entry_points=False, allow=["fake"], limits=limits, **kwargs)
     for name, key in NAMED.items():
         host.register_model(name, CANONICAL_MODELS[key])

@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 from hostile_abi import CPU_ONLY, INVALID_ARGUMENT, SUCCESS, AbiHarness, Load, quiet_wasinn
 
-from wasinn import BackendInfo, Graph, ModelFormat, TensorSpec, TensorType, WasiNnHost, hookimpl
+from wasinn import BackendInfo, Graph, Limits, ModelFormat, TensorSpec, TensorType, WasiNnHost, hookimpl
 from wasinn.hookspecs import Context, Score
 
 ENGINE = wasmtime.Engine()
@@ -113,7 +113,9 @@ class OnnxRecorder:
 @pytest.fixture
 def recorder() -> Iterator[tuple[OnnxRecorder, AbiHarness]]:
     backend = OnnxRecorder()
-    host = WasiNnHost(backends={"recorder": backend}, entry_points=False, allow=["recorder"], hardware=CPU_ONLY)
+    # In-process: the recorder lists what it was handed in this process.
+    host = WasiNnHost(backends={"recorder": backend}, entry_points=False, allow=["recorder"], hardware=CPU_ONLY,
+                      limits=Limits(guest_models="in-process"))
     linker = wasmtime.Linker(ENGINE)
     host.add_to_linker(linker)
     with quiet_wasinn():

@@ -51,8 +51,9 @@ def backends_command(args: argparse.Namespace) -> int:
 def explain_command(args: argparse.Namespace) -> int:
     from wasinn.cli.options import parse_encoding, parse_nn_remotes, parse_target
     from wasinn.host.host import WasiNnHost
+    from wasinn.limits import Limits
 
-    host = WasiNnHost()
+    host = WasiNnHost(limits=Limits(guest_models=getattr(args, "guest_models", "isolate")))
     remotes = parse_nn_remotes(args.nn_remote, args.nn_remote_option)
     if len(args.paths) == 1 and args.paths[0] in remotes:
         # A named remote: which server would serve it, and why (the server is not contacted).
@@ -67,8 +68,14 @@ def explain_command(args: argparse.Namespace) -> int:
         encoding = parse_encoding(args.encoding) if args.encoding else None
         ranking = host.explain(builders, target=parse_target(args.target), encoding=encoding, paths=paths)
         shown = ", ".join(str(p) for p in paths)
+    where = None
+    if ranking.winner and ranking.malformed is None:
+        from wasinn.worker import describe
+        where = describe(host.limits, ranking.model, ranking.winner.backend)
     if args.json:
-        print_json(ranking.to_dict())
+        data = ranking.to_dict()
+        data["runs"] = where
+        print_json(data)
         return 0 if ranking.winner else 1
     print(f"model:  {shown}")
     print(f"format: {ranking.model.format.value}   target: {ranking.model.target.value}")
@@ -85,6 +92,8 @@ def explain_command(args: argparse.Namespace) -> int:
         print(f"winner: none - {refusal.backend} found the file malformed, so no other backend is asked to load it")
     else:
         print(f"winner: {winner.backend}" if winner else "winner: none - no installed backend can serve this model")
+    if where is not None:
+        print(f"{'guests' if ranking.model.from_guest else 'runs'}: {where}")
     return 0 if winner else 1
 
 

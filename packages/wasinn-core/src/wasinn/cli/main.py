@@ -72,6 +72,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         explain.add_argument("--encoding", metavar="ENCODING",
                              help="encoding a guest would claim (default: autodetect)")
         explain.add_argument("--json", action="store_true", help="machine-readable output")
+        _add_guest_models_argument(explain)
 
     if command in (None, "new-backend"):
         new_backend = sub.add_parser("new-backend", help="create a backend package from wasinn's template",
@@ -116,6 +117,13 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-memory", type=int, metavar="BYTES", help="cap the guest's linear memory")
     run.add_argument("--allow-guest-code", action="store_true",
                      help="let the guest load model formats that carry code (TorchScript, .pt2); refused by default")
+    _add_guest_models_argument(run)
+
+
+def _add_guest_models_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--guest-models", choices=("isolate", "in-process", "refuse"), default="isolate",
+                        help="where the model bytes of a guest's load run: a confined worker process per "
+                             "graph (default), the host process, or nowhere")
 
 
 def _add_remote_arguments(parser: argparse.ArgumentParser) -> None:

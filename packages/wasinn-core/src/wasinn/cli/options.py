@@ -31,6 +31,9 @@ class ModelFlag:
     encoding: GraphEncoding | None = None
     target: ExecutionTarget | None = None
     config: dict[str, object] = field(default_factory=dict)
+    #: A GGML preload whose file does not exist: not registered (WasmEdge starts the guest, whose
+    #: load of it answers ModelNotFound, 103).
+    missing: list[Path] = field(default_factory=list)
 
 
 def parse_encoding(text: str) -> GraphEncoding | None:
@@ -95,10 +98,16 @@ def parse_nn_preload(value: str) -> ModelFlag:
         raise ConfigurationError(f"--nn-preload {value!r}: expected NAME:ENCODING:TARGET:PATH[:PATH...]")
     name, encoding_text, target_text, *files = parts
     paths = [Path(p) for p in files if p]
+    encoding = parse_encoding(encoding_text)
+    missing = [path for path in paths if not path.exists()]
+    if missing and encoding is GraphEncoding.GGML:
+        # WasmEdge's GGML plugin checks the file at the guest's load (ModelNotFound): do the same.
+        return ModelFlag(name=name, paths=paths, encoding=encoding, target=parse_target(target_text),
+                         missing=missing)
     for path in paths:
         if not path.is_file():
             raise ConfigurationError(f"--nn-preload {value}: {path} is not a file")
-    return ModelFlag(name=name, paths=paths, encoding=parse_encoding(encoding_text), target=parse_target(target_text))
+    return ModelFlag(name=name, paths=paths, encoding=encoding, target=parse_target(target_text))
 
 
 def parse_dir(value: str) -> tuple[str, str]:

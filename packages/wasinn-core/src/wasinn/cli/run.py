@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import logging
 import sys
 import threading
 import time
@@ -26,6 +27,8 @@ from wasinn.cli.options import (
 from wasinn.errors import ConfigurationError
 from wasinn.host.host import WasiNnHost
 from wasinn.limits import Limits
+
+log = logging.getLogger("wasinn.cli")
 
 
 @contextlib.contextmanager
@@ -71,11 +74,20 @@ def run_command(args: argparse.Namespace) -> int:
     for item in args.prefer:
         key, names = parse_prefer(item)
         prefer[key] = names
-    limits = Limits(allow_guest_code=True) if args.allow_guest_code else None
+    limits = Limits(allow_guest_code=bool(args.allow_guest_code), guest_models=args.guest_models)
     host = WasiNnHost(backend=args.backend, prefer=prefer, abi=args.abi, limits=limits)
+    if args.guest_models == "isolate":
+        from wasinn.worker import isolation_missing
+        missing = isolation_missing()
+        if missing:  # said at startup, not first at the guest's first load
+            logging.getLogger("wasinn").warning("a guest's models will run in workers without: %s", "; ".join(missing))
     host.load_progress = spinner
     default_target = parse_target(args.target) if args.target else None
     for flag in [parse_nn_graph(v) for v in args.nn_graph] + [parse_nn_preload(v) for v in args.nn_preload]:
+        if flag.missing:
+            log.warning("--nn-preload %s: %s does not exist; not registered (the guest's load of it gets "
+                        "ModelNotFound)", flag.name, ", ".join(map(str, flag.missing)))
+            continue
         host.register_model(flag.name, flag.paths, encoding=flag.encoding,
                             target=flag.target or default_target or "cpu")
     for name, (uri, options) in parse_nn_remotes(args.nn_remote, args.nn_remote_option).items():

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from wasinn import formats, hardware, ranking
+from wasinn import formats, hardware, onnxguard, ranking
 from wasinn.enums import ENCODING_ALSO, ENCODING_FORMAT, ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat
 from wasinn.errors import ConfigurationError, WasiNnError
 from wasinn.hardware import Device, Hardware
@@ -254,6 +254,9 @@ class GraphLoader:
         log.info("%s", result.summary())
         chosen = self.registry.get(winner.backend)
         assert chosen is not None
+        if model.from_guest:  # a guest's bytes: in a confined worker, by the policy (wasinn.worker)
+            from wasinn.worker import select_backend
+            chosen = select_backend(self.limits, model, chosen, self.code_formats())
         started = time.perf_counter()
         progress = self.load_progress(f"loading {model.describe()} on {chosen.name}") if self.load_progress \
             else nullcontext()
@@ -278,6 +281,9 @@ class GraphLoader:
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "the ONNX model keeps tensor data in other files (external "
                                                           "data), or its tensors cannot be parsed to check: a "
                                                           "guest's model must be self-contained")
+        if model.format == ModelFormat.ONNX and model.from_guest:
+            # Sparse tensors, nodes and strings cost a runtime memory no cap reaches, at load.
+            onnxguard.check_guest_onnx(model.builders[0], self.limits)
         return self.load_description(model)
 
     def code_formats(self) -> frozenset[ModelFormat]:

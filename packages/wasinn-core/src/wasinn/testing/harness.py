@@ -27,6 +27,7 @@ from wasinn.enums import TensorType
 from wasinn.hardware import Hardware
 from wasinn.hookspecs import Context, Graph
 from wasinn.host.host import WasiNnHost
+from wasinn.limits import Limits
 from wasinn.plugins import Backend
 
 # Every name below was defined here before values and drivers had modules of their own; the
@@ -172,8 +173,9 @@ class KitHarness:
     # -- hosts ----------------------------------------------------------------------------------------
     def new_host(self, *, forced: bool = False) -> WasiNnHost:
         """A host with only this backend (``forced``: as ``--backend NAME``), its hooks spied on."""
+        # In-process: the kit checks the backend's own hooks (spied on here), not wasinn's workers.
         host = WasiNnHost(allow=[self.name], deny=(), hardware=self.hardware,
-                          backend=self.name if forced else None)
+                          backend=self.name if forced else None, limits=Limits(guest_models="in-process"))
         backend = host.registry.get(self.name)
         assert backend is not None, (f"backend {self.name!r} is not installed: no entry point of that name in "
                                      f"group 'wasinn.backends'")

@@ -1,9 +1,12 @@
 """Generate a new backend package from wasinn's backend template.
 
 The template (``wasinn/testing/backend_template/``, shipped in the wasinn-core wheel) is a complete,
-working backend named ``yourbackend``: a pure-NumPy runtime for a tiny format of its own, every
-hook, a test suite that runs the conformance kit, a README. Rendering copies it and renames
-``yourbackend`` everywhere (files, package, entry point, classes)::
+working backend named ``yourbackend``: a pure-NumPy runtime for a tiny format of its own, a test
+suite that runs the conformance kit, a README. Its hooks are written the one way every wasinn
+backend writes them: ``backend_info`` and ``detect_format`` defined in the module the entry point
+names, the others declared with :func:`wasinn.forwarding.forward_hooks` and implemented by the
+methods of one class (``YourbackendBackend``). Rendering copies it and renames ``yourbackend``
+everywhere (files, package, entry point, classes)::
 
     python -m wasinn.testing.template mybackend --dir ./wasinn-backend-mybackend
 
@@ -132,7 +135,9 @@ def new_backend_command(args: argparse.Namespace) -> int:
           f"{names.package}); next:\n"
           f"  cd {dest}\n"
           f"  python -m pip install -e '.[test]'\n"
-          f"  python -m pytest          # wasinn's conformance kit runs against it")
+          f"  python -m pytest          # wasinn's conformance kit runs against it\n"
+          f"then make it yours: src/{names.package}/backend.py defines backend_info and detect_format, and\n"
+          f"declares the other hooks with forward_hooks; class {names.camel}Backend implements them")
     return 0
 
 

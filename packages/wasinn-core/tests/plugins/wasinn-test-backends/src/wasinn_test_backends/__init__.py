@@ -14,7 +14,9 @@ def make_model(spec: dict[str, Any]) -> bytes:
 
     ``spec`` keys: ``inputs``/``outputs`` (lists of ``{"name", "dtype", "shape"}``), ``scale`` and
     ``bias`` (output j = input[j % inputs] * scale + bias), ``fail`` (``"load"``, ``"init"``,
-    ``"compute"``, ``"get_output"``, ``"set_input"``: that hook raises), ``only_targets``.
+    ``"compute"``, ``"get_output"``, ``"set_input"``: that hook raises), ``only_targets``, ``misbehave``
+    (``{"hook": "compute", "do": "write", "arg": path}``: that hook does what a hostile model's code
+    would, see :func:`wasinn_test_backends.fake.misbehave`).
     """
     return MAGIC + json.dumps(spec).encode()
 

@@ -59,6 +59,67 @@ def parse(model: ModelDescription) -> dict[str, Any]:
 def _fail(spec: dict[str, Any], hook: str) -> None:
     if spec.get("fail") == hook:
         raise RuntimeError(f"{hook} failed on purpose")
+    hostile = spec.get("misbehave")
+    if isinstance(hostile, dict) and hostile.get("hook", "load") == hook:
+        misbehave(str(hostile["do"]), hostile.get("arg"))
+
+
+def misbehave(action: str, arg: Any = None) -> None:
+    """What a model that took over its runtime could do (tests of wasinn.worker's confinement):
+    each action either succeeds (in-process, the control) or raises / kills the process."""
+    import ctypes
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    if action == "write":  # create a file
+        with open(arg, "w") as file:
+            file.write("written by a model")
+    elif action == "append":  # touch an existing file
+        with open(arg, "a") as file:
+            file.write("appended by a model")
+    elif action == "read":  # read a host file (then fail, carrying what it read)
+        with open(arg, "rb") as file:
+            raise RuntimeError(f"read {file.read(64)!r}")
+    elif action == "connect":  # a TCP connection to a host port
+        socket.create_connection(("127.0.0.1", int(arg)), timeout=5).close()
+    elif action == "unix":  # a UNIX socket
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(arg)
+        client.close()
+    elif action == "exec":  # replace the process with a shell
+        os.execv("/bin/sh", ["sh", "-c", f"echo exec > {arg}"])
+    elif action == "subprocess":  # run a program
+        subprocess.run(["/bin/sh", "-c", f"echo run > {arg}"], check=True)
+    elif action == "fork":  # a new process
+        pid = os.fork()
+        if pid == 0:
+            with open(arg, "w") as file:
+                file.write("forked")
+            os._exit(0)
+        os.waitpid(pid, 0)
+    elif action == "kill":  # signal another process (the host)
+        os.kill(int(arg), signal.SIGTERM)
+    elif action == "alloc":  # allocate (and touch) arg bytes
+        block = bytearray(int(arg))
+        block[::4096] = b"x" * len(block[::4096])
+    elif action == "spin":  # burn CPU for ever
+        while True:
+            pass
+    elif action == "sleep":  # block without using CPU
+        time.sleep(float(arg))
+    elif action == "abort":
+        os.abort()
+    elif action == "segv":
+        ctypes.string_at(0)
+    elif action == "exit":
+        os._exit(int(arg or 0))
+    elif action == "kill-self":
+        os.kill(os.getpid(), signal.SIGKILL)
+    else:
+        raise ValueError(f"unknown misbehaviour {action!r}")
 
 
 class FakeBackend:

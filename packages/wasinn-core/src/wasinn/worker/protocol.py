@@ -1,0 +1,167 @@
+"""The wire between the host and its template and worker processes.
+
+One ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair per process: message boundaries are kept and file
+descriptors (``SCM_RIGHTS``) travel with the message they belong to.
+
+The two directions are not alike, on purpose:
+
+* host -> worker (and template): :mod:`pickle` of plain tuples. The host is the trusted side; the
+  worker trusts it anyway. Larger payloads (a model's bytes, tensors) never go in a message: they
+  sit in sealed ``memfd`` files whose descriptors the message carries.
+* worker -> host: JSON of lists, numbers and strings, and never a file descriptor. A worker that a
+  hostile model took over controls what it sends; JSON cannot run code in the host (pickle could),
+  and every value is checked by the host before use (:func:`checked_array` for tensors).
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import mmap
+import os
+import pickle
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Largest control message either side reads (a model's tensor specs, an error message).
+MAX_MESSAGE = 1 << 17
+#: Longest error text a worker may return (the host escapes it as every guest-caused text).
+MAX_TEXT = 2000
+#: A host message larger than this goes in a memfd (pickled), with a small header in the socket.
+INLINE = 1 << 15
+
+# Replies (worker -> host): [kind, ...]
+OK = 0          # [0, payload, held bytes]
+ERROR = 1       # [1, ErrorCode name, message]: the backend raised WasiNnError
+EXCEPTION = 2   # [2, exception type name, message]: any other exception (runtime_error)
+NEED = 3        # [3, nbytes]: the output does not fit the output buffer: send a bigger one
+
+#: The numpy dtypes a worker may describe an output with (``dtype.str``); nothing with objects.
+DTYPES = frozenset(np.dtype(t).str for t in ("?", "u1", "i1", "<u2", "<i2", "<f2", "<u4", "<i4", "<f4",
+                                              "<u8", "<i8", "<f8"))
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """A socket pair for one host <-> process channel (both ends close-on-exec)."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, message: object, fds: Sequence[int] = ()) -> None:
+    """Host side: pickle ``message``; one that does not fit inline travels in a memfd."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) > INLINE:
+        fd = sealed_memfd("wasinn-message", len(data))
+        try:
+            os.pwrite(fd, data, 0)
+            sock.sendmsg([b"M" + len(data).to_bytes(8, "little")],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [*fds, fd]))])
+        finally:
+            os.close(fd)
+        return
+    if fds:
+        sock.sendmsg([b"P" + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.sendall(b"P" + data)
+
+
+def recv_host_message(sock: socket.socket, max_fds: int = 4) -> tuple[Any, list[int]]:
+    """Worker/template side: the next message from the host and the descriptors it carried.
+    Raises :class:`EOFError` when the host has gone."""
+    data, fds = _recvmsg(sock, max_fds + 1)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError
+    if data[:1] == b"M":
+        size = int.from_bytes(data[1:9], "little")
+        fd = fds.pop()
+        try:
+            data = b"P" + os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+    return pickle.loads(data[1:]), fds
+
+
+def _recvmsg(sock: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
+    data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(max_fds * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            ints = array.array("i")
+            ints.frombytes(payload[: len(payload) - len(payload) % ints.itemsize])
+            fds.extend(ints)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("message too long")
+    return data, fds
+
+
+def reply(sock: socket.socket, message: list[Any]) -> None:
+    """Worker side: a JSON reply (no descriptors: the host never takes one from a worker)."""
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        data = json.dumps([EXCEPTION, "ValueError", f"reply of {len(data)} bytes is too long"]).encode()
+    sock.sendall(data)
+
+
+def recv_reply(sock: socket.socket) -> list[Any]:
+    """Host side: a worker's JSON reply. Descriptors are refused (closed); a malformed reply raises
+    :class:`ValueError`; :class:`EOFError` when the worker has gone."""
+    data, fds = _recvmsg(sock, 1)
+    for fd in fds:  # never accept a file descriptor from a worker
+        os.close(fd)
+    if fds:
+        raise ValueError("the worker sent a file descriptor")
+    if not data:
+        raise EOFError
+    value = json.loads(data)
+    if not isinstance(value, list) or not value or not isinstance(value[0], int):
+        raise ValueError("malformed reply")
+    return value
+
+
+def sealed_memfd(name: str, size: int) -> int:
+    """A memfd of ``size`` bytes that can neither grow nor shrink: a mapping of it never faults
+    (SIGBUS) because the other side truncated it."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def map_fd(fd: int, size: int, *, write: bool) -> mmap.mmap:
+    """A shared mapping of a memfd (``size`` > 0)."""
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED,
+                     prot=mmap.PROT_READ | (mmap.PROT_WRITE if write else 0))
+
+
+def text(value: object) -> str:
+    """A worker's text, bounded (the core escapes it where it reaches a log or a guest)."""
+    return str(value)[:MAX_TEXT]
+
+
+def checked_array(buffer: mmap.mmap | memoryview, dtype: object, shape: object) -> np.ndarray:
+    """The host's view of an output a worker wrote at the start of ``buffer``, described by the
+    worker's ``dtype`` and ``shape``: both are checked (a known dtype, non-negative integer
+    dimensions, within the buffer) before numpy sees them."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {text(dtype)!r}")
+    if not isinstance(shape, list) or len(shape) > 32 or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 48 for d in shape):
+        raise ValueError("malformed shape")
+    kind = np.dtype(dtype)
+    count = 1
+    for d in shape:
+        count *= d
+    if count * kind.itemsize > len(buffer):
+        raise ValueError("output larger than its buffer")
+    return np.frombuffer(buffer, dtype=kind, count=count).reshape(shape)

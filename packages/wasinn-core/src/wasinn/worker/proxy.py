@@ -1,0 +1,559 @@
+"""Host side: templates, workers, and the proxy backend that presents a worker's graph to the core.
+
+:func:`isolated_backend` wraps a discovered :class:`~wasinn.plugins.Backend` in a proxy of the same
+name whose ``hooks`` forward every graph and context hook to a worker process (one per graph); the
+core holds the proxy's graphs and contexts exactly as it holds a backend's own (``LoadedGraph``,
+``ContextEntry``), so nothing in the store's code knows about workers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import json
+import logging
+import mmap
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from wasinn.enums import ErrorCode, TensorType
+from wasinn.errors import WasiNnError
+from wasinn.hardware import Hardware
+from wasinn.hookspecs import BackendInfo, Context, Graph
+from wasinn.limits import Limits, MiB
+from wasinn.model import ModelDescription
+from wasinn.plugins import Backend
+from wasinn.sandbox import Confinement
+from wasinn.tensor import Tensor, TensorSpec
+from wasinn.worker import protocol
+from wasinn.worker.template import BOOT
+
+log = logging.getLogger("wasinn.worker")
+
+#: Environment variables a template (and its workers) keep from the host's; nothing else (no
+#: ``HOME``, no credentials). Prefixes end with ``_``.
+KEEP_ENV = ("LD_LIBRARY_PATH", "LANG", "LC_ALL", "WASINN_", "OMP_", "MKL_", "KMP_", "ORT_", "OV_",
+            "CUDA_", "TF_", "GGML_", "LLAMA_")
+#: How long a worker that closed its socket may take to exit before it is killed.
+EXIT_GRACE_S = 2.0
+#: The smallest shared buffer (a page: a zero-sized mapping is not allowed).
+MIN_BUFFER = mmap.PAGESIZE
+
+
+def memory_cap(limits: Limits, model_bytes: int) -> int:
+    """A worker's memory cap: ``Limits.worker_memory_bytes`` for the runtime, plus twice the model's
+    size (the worker's copy of the bytes and the runtime's own)."""
+    return int(getattr(limits, "worker_memory_bytes", 512 * MiB)) + 2 * model_bytes
+
+
+def _human(nbytes: int) -> str:
+    return f"{nbytes / (1 << 30):.1f} GiB" if nbytes >= 1 << 30 else f"{nbytes // MiB} MiB"
+
+
+def plugin_spec(backend: Backend) -> list[str]:
+    """How a template imports the same backend object: ``["module", name]`` for a module plugin,
+    ``["class", module, qualname]`` for an instance of a class with a no-argument constructor."""
+    plugin = backend.plugin
+    if inspect.ismodule(plugin):
+        return ["module", plugin.__name__]
+    kind = type(plugin)
+    # Only an instance of a class that defines the hooks itself can be made again by its name.
+    if "<locals>" in kind.__qualname__ or kind.__module__ in ("__main__", "builtins", "types") or \
+            not callable(getattr(kind, "load", None)):
+        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {backend.name} cannot run in a worker: its "
+                                                   f"object ({kind.__qualname__}) is not importable")
+    return ["class", kind.__module__, kind.__qualname__]
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in KEEP_ENV or any(
+        k.startswith(p) for p in KEEP_ENV if p.endswith("_"))}
+    # OpenBLAS short of memory while starting its threads deadlocks in exit(): one thread.
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
+
+class Template:
+    """A template process for one backend: imports it once and forks a worker per graph."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.name = backend.name
+        host_end, child_end = protocol.pair()
+        stderr = None if os.environ.get("WASINN_WORKER_STDERR") else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", BOOT, json.dumps(sys.path), str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),), env=_environment(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=stderr, cwd="/")
+        finally:
+            child_end.close()
+        self.sock = host_end
+        self.lock = threading.Lock()
+        protocol.send(self.sock, {"name": backend.name, "plugin": plugin_spec(backend)})
+        answer = self._answer(120.0)
+        self.pid = int(answer["pid"])
+        self.import_ms = float(answer["import_ms"])
+        log.debug("worker template for %s started (pid %d, imports %.0f ms)", self.name, self.pid, self.import_ms)
+
+    def _answer(self, timeout: float | None) -> Any:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"the worker template of {self.name} does not answer")
+        try:
+            value = protocol.recv_reply(self.sock)
+        except (EOFError, OSError, ValueError) as exc:
+            raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"the worker template of {self.name} failed: "
+                                                       f"{type(exc).__name__}") from None
+        return value[1]
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork(self) -> tuple[int, socket.socket]:
+        """A new worker: its pid and the host's end of its socket."""
+        host_end, worker_end = protocol.pair()
+        try:
+            with self.lock:
+                protocol.send(self.sock, ("fork",), [worker_end.fileno()])
+                pid = int(self._answer(30.0))
+        except BaseException:
+            host_end.close()
+            raise
+        finally:
+            worker_end.close()
+        return pid, host_end
+
+    def reap(self, pid: int) -> int | None:
+        """The wait status of a worker that has exited (or been killed), collected by its parent."""
+        try:
+            with self.lock:
+                protocol.send(self.sock, ("reap", pid))
+                status = self._answer(30.0)
+        except (WasiNnError, OSError):
+            return None
+        return status if isinstance(status, int) else None
+
+    def close(self) -> None:
+        """End the template: it kills and reaps the workers it still has, then exits."""
+        try:
+            self.sock.close()
+        finally:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+_templates: dict[tuple[str, ...], Template] = {}
+_templates_lock = threading.Lock()
+
+
+def template(backend: Backend) -> Template:
+    """The template of ``backend`` (one per backend name and object, per process), started on first use."""
+    key = (backend.name, *plugin_spec(backend))
+    with _templates_lock:
+        found = _templates.get(key)
+        if found is not None and found.alive:
+            return found
+        if found is not None:
+            found.close()
+        made = Template(backend)
+        _templates[key] = made
+        return made
+
+
+@atexit.register
+def close_templates() -> None:
+    """End every template (and so every worker): at exit, and for tests that count processes."""
+    with _templates_lock:
+        for made in _templates.values():
+            made.close()
+        _templates.clear()
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What the host asks of each worker (from :class:`~wasinn.limits.Limits`)."""
+
+    memory_bytes: int = 512 * MiB
+    call_seconds: float | None = 300.0
+    cpu_seconds: float | None = None
+    strict: bool = False
+
+    @staticmethod
+    def from_limits(limits: Limits) -> WorkerOptions:
+        return WorkerOptions(
+            memory_bytes=int(getattr(limits, "worker_memory_bytes", 512 * MiB)),
+            call_seconds=getattr(limits, "worker_call_seconds", 300.0),
+            cpu_seconds=getattr(limits, "worker_cpu_seconds", None),
+            strict=bool(getattr(limits, "strict_isolation", False)))
+
+
+@dataclass(eq=False)
+class WorkerGraph:
+    """One worker process serving one graph: the host's end of it."""
+
+    backend: str
+    template: Template
+    pid: int
+    sock: socket.socket
+    pidfd: int
+    options: WorkerOptions
+    cap: int
+    max_tensor_bytes: int
+    #: One request at a time on the socket (the core does not serialise context creation).
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    #: Why the worker is gone (``None`` while it serves).
+    dead: str | None = None
+    dead_code: ErrorCode = ErrorCode.RUNTIME_ERROR
+    inputs: mmap.mmap | None = None
+    outputs: mmap.mmap | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A graph the core drops without unloading it (an error path) still ends its worker.
+        self._finalizer = weakref.finalize(self, _abandon, self.sock, self.pidfd)
+        self._finalizer.atexit = False  # at exit the templates end every worker
+
+    # -- the call -------------------------------------------------------------------------------------
+    def call(self, what: str, message: tuple[Any, ...], fds: tuple[int, ...] = (),
+             seconds: float | None = None) -> list[Any]:
+        """Send ``message`` and wait for the reply, within the wall-clock deadline. A worker that
+        dies or overstays is killed, reaped and marked dead: the call raises ``WasiNnError``."""
+        with self.lock:
+            return self._call(what, message, fds, seconds)
+
+    def _call(self, what: str, message: tuple[Any, ...], fds: tuple[int, ...], seconds: float | None) -> list[Any]:
+        if self.dead is not None:
+            raise WasiNnError(self.dead_code, f"backend {self.backend}: this graph's worker is gone ({self.dead})")
+        deadline = self.options.call_seconds if seconds is None else seconds
+        try:
+            protocol.send(self.sock, message, fds)
+            ready, _, _ = select.select([self.sock], [], [], deadline)
+            if not ready:
+                self._kill(f"{what} did not finish within {deadline:g} s (Limits.worker_call_seconds)")
+            else:
+                answer = protocol.recv_reply(self.sock)
+                if answer[0] == protocol.ERROR:
+                    code = ErrorCode.__members__.get(str(answer[1]), ErrorCode.RUNTIME_ERROR)
+                    raise WasiNnError(code, protocol.text(answer[2]))
+                if answer[0] == protocol.EXCEPTION:
+                    raise _exception(self, what, str(answer[1]), str(answer[2]))
+                if answer[0] in (protocol.OK, protocol.NEED):
+                    return answer
+                raise ValueError("unknown reply")
+        except (EOFError, ConnectionError, BrokenPipeError):
+            self._died(what)
+        except (ValueError, TypeError, IndexError, OSError) as exc:
+            if isinstance(exc, WasiNnError):
+                raise
+            self._kill(f"it answered {what} with a malformed reply ({type(exc).__name__})")
+        assert self.dead is not None
+        raise WasiNnError(self.dead_code, f"backend {self.backend}: {what} failed: the worker {self.dead}")
+
+    def _wait_exit(self, seconds: float) -> bool:
+        if self.pidfd < 0:
+            return True
+        try:
+            ready, _, _ = select.select([self.pidfd], [], [], seconds)
+        except (OSError, ValueError):
+            return True
+        return bool(ready)
+
+    def _kill(self, why: str) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        self._wait_exit(EXIT_GRACE_S)
+        self._gone(f"was killed: {why}", self.template.reap(self.pid), killed=True)
+
+    def _died(self, what: str) -> None:
+        if not self._wait_exit(EXIT_GRACE_S):
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        status = self.template.reap(self.pid)
+        self._gone(f"died during {what}", status, killed=False)
+
+    def _gone(self, why: str, status: int | None, *, killed: bool) -> None:
+        detail = why
+        if status is not None and not killed:
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+                detail = f"{why}: {name}"
+                if sig == signal.SIGXCPU or (sig == signal.SIGKILL and self.options.cpu_seconds):
+                    detail += f" (CPU cap {self.options.cpu_seconds:g} s per call, Limits.worker_cpu_seconds)"
+                elif sig == signal.SIGSYS:
+                    detail += " (a forbidden system call: the seccomp filter killed it)"
+            elif os.WIFEXITED(status):
+                detail = f"{why}: exit status {os.WEXITSTATUS(status)}"
+        self.dead = detail + f"; memory cap {_human(self.cap)} (Limits.worker_memory_bytes)"
+        log.warning("backend %s: worker %d %s", self.backend, self.pid, self.dead)
+        self.close()
+
+    def close(self) -> None:
+        """Release the host's end (idempotent): socket, pidfd, buffers."""
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self._finalizer.detach()
+        self.inputs = self.outputs = None  # unmapped when the last view goes
+
+    def finish(self) -> None:
+        """The graph is unloaded: the worker exits; wait for it and reap it."""
+        if self.dead is None:
+            try:
+                self.call("unload", ("unload",))
+            except WasiNnError:
+                return  # already reaped by the failure
+            self.dead = "unloaded"
+            if not self._wait_exit(EXIT_GRACE_S):
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.template.reap(self.pid)
+            self.close()
+
+    # -- buffers ----------------------------------------------------------------------------------------
+    def ensure_buffers(self, in_size: int = 0, out_size: int = 0) -> None:
+        """Give the worker bigger shared buffers when a tensor does not fit (never smaller ones)."""
+        fds: list[int] = []
+        sizes = [0, 0]
+        try:
+            if in_size and (self.inputs is None or len(self.inputs) < in_size):
+                size = max(in_size, MIN_BUFFER, 2 * len(self.inputs) if self.inputs is not None else 0)
+                fd = protocol.sealed_memfd(f"wasinn-in-{self.pid}", size)
+                fds.append(fd)
+                mapped_in = protocol.map_fd(fd, size, write=True)
+                sizes[0] = size
+            if out_size and (self.outputs is None or len(self.outputs) < out_size):
+                size = max(out_size, MIN_BUFFER, 2 * len(self.outputs) if self.outputs is not None else 0)
+                fd = protocol.sealed_memfd(f"wasinn-out-{self.pid}", size)
+                fds.append(fd)
+                mapped_out = protocol.map_fd(fd, size, write=False)
+                sizes[1] = size
+            if fds:
+                self.call("buffers", ("buffers", sizes[0], sizes[1]), tuple(fds))
+                if sizes[0]:
+                    self.inputs = mapped_in
+                if sizes[1]:
+                    self.outputs = mapped_out
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _abandon(sock: socket.socket, pidfd: int) -> None:
+    """A worker whose graph was dropped without ``unload``: kill it (its template reaps it). Runs at
+    garbage collection, so it takes no lock."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    os.close(pidfd)
+    sock.close()
+
+
+def _exception(worker: WorkerGraph, what: str, kind: str, message: str) -> WasiNnError:
+    """A backend's exception in the worker, as ``call_backend`` words it in-process; an allocation
+    the memory cap refused is ``too_large``, naming the cap."""
+    if kind == "MemoryError" or "bad_alloc" in message or "ailed to allocate" in message:
+        log.warning("backend %s: worker %d: %s ran out of memory under its cap of %s (Limits.worker_memory_bytes)",
+                    worker.backend, worker.pid, what, _human(worker.cap))
+        return WasiNnError(ErrorCode.TOO_LARGE, f"backend {worker.backend}: {what} needs more memory than the "
+                                                f"worker's cap of {_human(worker.cap)} ({kind}: {message})")
+    return WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {worker.backend}: {what} failed: {kind}: {message}")
+
+
+def _spec(raw: Any) -> TensorSpec:
+    name, dtype, shape, any_length, optional = raw
+    return TensorSpec(protocol.text(name)[:200], TensorType(dtype) if dtype is not None else None,
+                      None if shape is None else tuple(None if d is None else int(d) for d in shape),
+                      bool(any_length), bool(optional))
+
+
+# -- the proxy backend's hooks ------------------------------------------------------------------------
+class Proxy:
+    """The hook functions of an isolated backend (bound to the real backend for what stays in the host)."""
+
+    def __init__(self, real: Backend) -> None:
+        self.real = real
+        self.name = real.name
+
+    @staticmethod
+    def worker(graph: Graph) -> WorkerGraph:
+        state = graph.state
+        assert isinstance(state, WorkerGraph)
+        return state
+
+    def load(self, model: ModelDescription, hw: Hardware) -> Graph:
+        options = WorkerOptions.from_limits(model.limits)
+        made = template(self.real)
+        pid, sock = made.fork()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            sock.close()
+            made.reap(pid)
+            raise
+        cap = memory_cap(model.limits, model.size)
+        worker = WorkerGraph(self.name, made, pid, sock, pidfd, options, cap, model.limits.max_tensor_bytes)
+        sizes = [len(b) for b in model.builders]
+        fd = protocol.sealed_memfd("wasinn-model", max(sum(sizes), 1))
+        try:
+            offset = 0
+            for builder in model.builders:
+                view = memoryview(builder)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    offset += written
+                    view = view[written:]
+            spec = Confinement(memory_bytes=cap, files=True, syscalls=True, privileges=True, strict=options.strict)
+            cpu = options.cpu_seconds
+            # The worker needs no bytes in the description: they travel in the memfd.
+            described = replace(model, builders=())
+            answer = worker.call("load", ("load", described, sizes, hw, spec, cpu), (fd,))
+        except BaseException:
+            if worker.dead is None:
+                worker.dead = "load failed"
+                try:
+                    signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+                made.reap(pid)
+                worker.close()
+            raise
+        finally:
+            os.close(fd)
+        info = answer[1]
+        worker.skipped = {str(k): protocol.text(v) for k, v in dict(info.get("skipped", {})).items()}
+        if worker.skipped:
+            log.warning("backend %s: worker %d runs without %s", self.name, pid, ", ".join(
+                f"{k} ({v})" for k, v in worker.skipped.items()))
+        graph = Graph(inputs=[_spec(s) for s in info["inputs"]], outputs=[_spec(s) for s in info["outputs"]],
+                      device=protocol.text(info.get("device", "cpu"))[:100], state=worker)
+        return graph
+
+    def unload(self, graph: Graph) -> None:
+        self.worker(graph).finish()
+
+    def init_execution_context(self, graph: Graph) -> Context:
+        worker = self.worker(graph)
+        answer = worker.call("init_execution_context", ("init",))
+        context = Context(graph, state=int(answer[1]))
+        _hold(context, answer)
+        return context
+
+    def finalize_execution_context(self, context: Context) -> None:
+        worker = self.worker(context.graph)
+        if worker.dead is None:
+            worker.call("finalize_execution_context", ("fini", context.state))
+
+    def set_input(self, context: Context, index: int, tensor: Tensor) -> None:
+        worker = self.worker(context.graph)
+        nbytes = len(tensor.data)
+        worker.ensure_buffers(in_size=max(nbytes, 1))
+        assert worker.inputs is not None
+        worker.inputs[:nbytes] = tensor.data  # the one copy out of the guest's memory
+        _hold(context, worker.call("set_input", ("set_input", context.state, index, tensor.dtype, tensor.shape,
+                                                 nbytes)))
+
+    def _compute(self, context: Context, hook: str) -> None:
+        worker = self.worker(context.graph)
+        _hold(context, worker.call(hook, ("compute", context.state, hook)))
+
+    def compute(self, context: Context) -> None:
+        self._compute(context, "compute")
+
+    def compute_single(self, context: Context) -> None:
+        self._compute(context, "compute_single")
+
+    def fini_single(self, context: Context) -> None:
+        self._compute(context, "fini_single")
+
+    def _output(self, context: Context, index: int, hook: str) -> np.ndarray:
+        worker = self.worker(context.graph)
+        for _ in range(2):
+            answer = worker.call(hook, ("get_output", context.state, index, hook))
+            if answer[0] == protocol.NEED:
+                nbytes = int(answer[1])
+                if nbytes > worker.max_tensor_bytes:
+                    raise WasiNnError(ErrorCode.TOO_LARGE, f"output {index} of {nbytes} bytes exceeds the limit "
+                                                           f"of {worker.max_tensor_bytes} bytes")
+                worker.ensure_buffers(out_size=max(nbytes, 1))
+                continue
+            _hold(context, answer)
+            assert worker.outputs is not None
+            try:
+                dtype, shape = answer[1]
+                return protocol.checked_array(worker.outputs, dtype, shape)
+            except (ValueError, TypeError) as exc:
+                worker._kill(f"it described output {index} wrongly ({exc})")
+                raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {self.name}: {hook} failed: the worker "
+                                                           f"{worker.dead}") from None
+        raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {self.name}: {hook}: the output kept growing")
+
+    def get_output(self, context: Context, index: int) -> np.ndarray:
+        return self._output(context, index, "get_output")
+
+    def get_output_single(self, context: Context, index: int) -> np.ndarray:
+        return self._output(context, index, "get_output_single")
+
+
+def _hold(context: Context, answer: list[Any]) -> None:
+    """Charge what the worker's runtime holds for this context to the store's budget."""
+    held = answer[2] if len(answer) > 2 and isinstance(answer[2], int) else 0
+    if held or context.budget.holding("isolated worker"):
+        context.budget.hold("isolated worker", max(0, held))
+
+
+#: Hooks the proxy forwards to a worker; what else the core asks stays with the real backend.
+FORWARDED = ("load", "unload", "init_execution_context", "finalize_execution_context", "set_input", "compute",
+             "get_output", "compute_single", "get_output_single", "fini_single")
+
+_proxies_lock = threading.Lock()
+_PROXY_ATTRIBUTE = "_wasinn_isolated"
+
+
+def isolated_backend(real: Backend) -> Backend:
+    """The proxy of ``real`` (made once per backend): same name and info (but contexts of one graph
+    run one at a time: a worker serves one call at a time), hooks forwarded to workers."""
+    with _proxies_lock:
+        found = vars(real).get(_PROXY_ATTRIBUTE)
+        if isinstance(found, Backend):
+            return found
+        proxy = Proxy(real)
+        hooks: dict[str, Callable[..., Any]] = dict(real.hooks)
+        for name in FORWARDED:
+            if name in real.hooks or name in ("unload", "finalize_execution_context"):
+                hooks[name] = getattr(proxy, name)
+        info = replace(real.info, concurrent_contexts=False) if real.info is not None else \
+            BackendInfo(runtime="?", runtime_version=None, formats=(), concurrent_contexts=False)
+        made = Backend(name=real.name, distribution=real.distribution, version=real.version, info=info,
+                       unavailable=real.unavailable, plugin=real.plugin, hooks=hooks)
+        vars(real)[_PROXY_ATTRIBUTE] = made
+        return made
+
+
+def is_isolated(backend: Backend) -> bool:
+    return isinstance(getattr(backend.hooks.get("load"), "__self__", None), Proxy)

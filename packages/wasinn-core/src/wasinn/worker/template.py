@@ -1,0 +1,333 @@
+"""The template process of one backend, and the worker it forks for each untrusted graph.
+
+Started by the host as ``python -I -c BOOT <sys.path as JSON> <fd>`` with a minimal environment and
+nothing open but its control socket. It imports the backend (and, through the backend's optional
+``devices`` hook, its runtime), freezes what it imported, and then only forks: one child per graph
+the host asks for, handed the socket the host made for it. The template never sees a model byte.
+
+A worker (the fork child) has one thread, whatever the template had, so it can confine itself
+(:func:`wasinn.sandbox.confine`) once it knows its memory cap (the first message, ``load``) and
+before it reads a byte of the model. It then serves the backend's hooks for that one graph and its
+contexts, one request at a time, and exits when the graph is unloaded or the host goes.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import mmap
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wasinn.worker import protocol
+
+#: What the host runs: restore the host's ``sys.path``, then :func:`main`.
+BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+        "from wasinn.worker.template import main; main(int(sys.argv[2]))")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def load_plugin(spec: list[str]) -> object:
+    """The backend object the host registered, from its description (see ``proxy.plugin_spec``)."""
+    kind, module_name = spec[0], spec[1]
+    module = importlib.import_module(module_name)
+    if kind == "module":
+        return module
+    target: Any = module
+    for part in spec[2].split("."):
+        target = getattr(target, part)
+    return target() if kind == "class" else target
+
+
+def main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host's Ctrl-C is the host's to handle
+    boot, _ = protocol.recv_host_message(sock)
+    name, spec = boot["name"], boot["plugin"]
+    from wasinn.plugins import BackendRegistry
+    from wasinn.sandbox import runtime_read_paths
+
+    started = time.perf_counter()
+    registry = BackendRegistry()
+    backend = registry.register(name, load_plugin(spec))
+    devices = backend.hook("devices")
+    if devices is not None:  # imports the runtime here, once, rather than in every worker
+        try:
+            devices()
+        except Exception:
+            pass
+    read_paths = runtime_read_paths()
+    gc.collect()
+    gc.freeze()  # what the template holds is never collected again: fewer copy-on-write faults
+    protocol.reply(sock, [protocol.OK, {"pid": os.getpid(), "import_ms": (time.perf_counter() - started) * 1000,
+                                        "unavailable": backend.unavailable}])
+    children: dict[int, int] = {}  # pid -> wait status, once reaped
+    live: set[int] = set()
+
+    def reap_exited(*_: object) -> None:
+        # Collect every worker that has exited, so none stays a zombie until the host asks.
+        for pid in list(live):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                live.discard(pid)
+                continue
+            if done:
+                live.discard(pid)
+                children[done] = status
+        while len(children) > 4096:  # statuses the host never asked for
+            children.pop(next(iter(children)))
+
+    signal.signal(signal.SIGCHLD, reap_exited)
+    while True:
+        try:
+            message, fds = protocol.recv_host_message(sock)
+        except (EOFError, OSError):
+            break
+        op = message[0]
+        if op == "fork":
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                _worker(fds[0], backend.hooks, read_paths)  # never returns
+            live.add(pid)
+            protocol.reply(sock, [protocol.OK, pid])
+        elif op == "reap":
+            pid = message[1]
+            if pid in live:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                    children[pid] = status
+                except ChildProcessError:
+                    pass
+                live.discard(pid)
+            protocol.reply(sock, [protocol.OK, children.pop(pid, None)])
+        for fd in fds:
+            os.close(fd)
+    # The host has gone: so do the workers.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for pid in list(live):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def _worker(fd: int, hooks: dict[str, Callable[..., Any]], read_paths: list[str]) -> None:
+    code = 0
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the template goes: so does this
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        Worker(socket.socket(fileno=fd), hooks, read_paths).serve()
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+class Worker:
+    """One graph's worker: confines itself at the first message, then serves hooks until told to go."""
+
+    def __init__(self, sock: socket.socket, hooks: dict[str, Callable[..., Any]], read_paths: list[str]) -> None:
+        self.sock = sock
+        self.hooks = hooks
+        self.read_paths = read_paths
+        self.graph: Any = None
+        self.contexts: dict[int, Any] = {}
+        self.next_context = 0
+        self.inputs: mmap.mmap | None = None
+        self.outputs: mmap.mmap | None = None
+        self.cpu_seconds: float | None = None
+        self.store_budget: Any = None
+        self.limits: Any = None
+        self.model_fd = -1
+
+    def serve(self) -> None:
+        from wasinn.errors import WasiNnError
+        while True:
+            try:
+                message, fds = protocol.recv_host_message(self.sock)
+            except (EOFError, ConnectionError):
+                return
+            op = message[0]
+            try:
+                answer = getattr(self, "op_" + op)(message, fds)
+            except WasiNnError as exc:
+                answer = [protocol.ERROR, exc.code.name, protocol.text(exc.message)]
+            except Exception as exc:
+                answer = [protocol.EXCEPTION, type(exc).__name__, protocol.text(exc)]
+            finally:
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            protocol.reply(self.sock, answer)
+            if op == "unload":
+                return
+
+    def _held(self, context: Any) -> int:
+        return int(context.budget.held) if context is not None else 0
+
+    # -- the graph ----------------------------------------------------------------------------------
+    def op_load(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        from wasinn.budget import StoreBudget
+        from wasinn.sandbox import Confinement, confine
+
+        _, model, sizes, hw, spec, cpu_seconds = message
+        confinement: Confinement = spec
+        if confinement.files and confinement.read_only is None:
+            from dataclasses import replace
+            confinement = replace(confinement, read_only=self.read_paths)
+        applied = confine(confinement)  # before a byte of the model is read
+        self.cpu_seconds = cpu_seconds
+        builders = []
+        offset = 0
+        for size in sizes:  # the one copy into this process (backends take bytes)
+            builders.append(_pread_all(fds[0], size, offset))
+            offset += size
+        from dataclasses import replace as _replace
+        from pathlib import Path
+
+        import wasinn.isolation
+        wasinn.isolation.IN_WORKER = True  # this process is the probe: no child probe in it
+        # A runtime that maps its model from a file (llama.cpp) reads this memfd by its path, with
+        # no temporary file written (the worker cannot write one); it stays open with the graph.
+        self.model_fd = fds.pop(0)
+        paths = (Path(f"/proc/self/fd/{self.model_fd}"),) if len(sizes) == 1 else None
+        model = _replace(model, builders=tuple(builders), paths=paths)
+        self.limits = model.limits
+        self.store_budget = StoreBudget(model.limits.max_runtime_bytes_per_store)
+        self._cpu()
+        self.graph = self.hooks["load"](model, hw)
+        from wasinn.hookspecs import Graph
+        if not isinstance(self.graph, Graph):
+            raise TypeError(f"load returned {type(self.graph).__name__}, not Graph")
+        specs = [[_spec(s) for s in self.graph.inputs], [_spec(s) for s in self.graph.outputs]]
+        return [protocol.OK, {"inputs": specs[0], "outputs": specs[1], "device": str(self.graph.device),
+                              "skipped": applied.skipped}, 0]
+
+    def op_unload(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        for context in list(self.contexts.values()):
+            self._finalize(context)
+        self.contexts.clear()
+        unload = self.hooks.get("unload")
+        if unload is not None and self.graph is not None:
+            unload(graph=self.graph)
+        return [protocol.OK, None, 0]
+
+    # -- contexts -------------------------------------------------------------------------------------
+    def op_init(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        from wasinn.budget import ContextBudget
+        from wasinn.hookspecs import Context
+
+        context = self.hooks["init_execution_context"](self.graph)
+        if not isinstance(context, Context):
+            raise TypeError(f"init_execution_context returned {type(context).__name__}, not Context")
+        budget = ContextBudget(self.limits.max_runtime_bytes_per_context, self.store_budget)
+        context.budget.move_to(budget)
+        context.budget = budget
+        handle = self.next_context
+        self.next_context += 1
+        self.contexts[handle] = context
+        return [protocol.OK, handle, self._held(context)]
+
+    def _finalize(self, context: Any) -> None:
+        finalize = self.hooks.get("finalize_execution_context")
+        try:
+            if finalize is not None:
+                finalize(context=context)
+        finally:
+            context.budget.release()
+
+    def op_fini(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        context = self.contexts.pop(message[1])
+        self._finalize(context)
+        return [protocol.OK, None, 0]
+
+    def op_buffers(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        _, in_size, out_size = message
+        it = iter(fds)
+        if in_size:
+            self.inputs = protocol.map_fd(next(it), in_size, write=False)
+        if out_size:
+            self.outputs = protocol.map_fd(next(it), out_size, write=True)
+        return [protocol.OK, None, 0]
+
+    def op_set_input(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        from wasinn.tensor import checked_tensor
+
+        _, handle, index, dtype, shape, nbytes = message
+        context = self.contexts[handle]
+        assert self.inputs is not None
+        view = memoryview(self.inputs)[:nbytes]
+        try:
+            self.hooks["set_input"](context, index, checked_tensor(dtype, shape, view))
+        finally:
+            view.release()
+        return [protocol.OK, None, self._held(context)]
+
+    def _cpu(self) -> None:
+        if self.cpu_seconds is not None:
+            from wasinn.sandbox import rlimits
+            rlimits.cpu_budget(self.cpu_seconds)
+
+    def op_compute(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        context = self.contexts[message[1]]
+        self._cpu()
+        self.hooks[message[2]](context)  # compute, compute_single, fini_single
+        return [protocol.OK, None, self._held(context)]
+
+    def op_get_output(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        import numpy as np
+
+        _, handle, index, hook = message
+        context = self.contexts[handle]
+        result = self.hooks[hook](context, index)
+        if not isinstance(result, np.ndarray):
+            raise TypeError(f"{hook} returned {type(result).__name__}, not an ndarray")
+        if result.dtype.str not in protocol.DTYPES:
+            raise TypeError(f"{hook} returned an array of dtype {result.dtype}")
+        nbytes = result.nbytes
+        if self.outputs is None or nbytes > len(self.outputs):
+            return [protocol.NEED, nbytes]
+        target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size).reshape(result.shape)
+        np.copyto(target, result, casting="no")
+        return [protocol.OK, [result.dtype.str, list(result.shape)], self._held(context)]
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    parts = []
+    while size:
+        part = os.pread(fd, min(size, 1 << 30), offset)
+        if not part:
+            raise EOFError("the model file is shorter than announced")
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return b"".join(parts)
+
+
+def _spec(spec: Any) -> list[Any]:
+    return [str(spec.name), spec.dtype.value if spec.dtype is not None else None,
+            None if spec.shape is None else [None if d is None else int(d) for d in spec.shape],
+            bool(spec.any_length), bool(spec.optional)]
+
+
+def _dump(value: object) -> str:  # for debugging a template from a shell
+    return json.dumps(value)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run by wasinn.worker.proxy")
