@@ -42,7 +42,7 @@ def make_guest() -> Iterator[Any]:
     made: list[tuple[wasinn.WasiNnHost, TrampolineGuest]] = []
 
     def make(**limits: Any) -> TrampolineGuest:
-        host = wasinn.WasiNnHost(limits=Limits(**limits))
+        host = wasinn.WasiNnHost(limits=Limits(**{"guest_models": "isolate", **limits}))
         guest = TrampolineGuest(host)
         made.append((host, guest))
         return guest

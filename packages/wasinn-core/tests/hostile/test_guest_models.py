@@ -152,17 +152,17 @@ def test_a_guests_code_format_never_reaches_a_backend(fmt: ModelFormat, payload:
 @pytest.mark.usefixtures("no_allow_list")
 def test_the_embedder_opts_in_to_guest_code_and_keeps_its_own_models() -> None:
     recorder = Recorder([ModelFormat.TORCHSCRIPT])
-    # The opt-in needs isolation too (issue 28): in-process, a guest's code format is still refused.
     with wasinn.WasiNnHost(backends={"torchlike": recorder}, entry_points=False,
                            limits=Limits(allow_guest_code=True, guest_models="in-process")) as host:
         guest = TrampolineGuest(host)
-        assert guest.load([torchscript_bytes()]).errno == errno(guest, ErrorCode.INVALID_ARGUMENT)
+        assert guest.load([torchscript_bytes()]).ok
         guest.close()
-    assert recorder.loaded == []
-    # Isolated (the default), the opt-in reaches the backend: this recorder lives in the host, so
-    # it cannot run in a worker and the load fails there rather than in-process.
+    assert len(recorder.loaded) == 1 and recorder.loaded[0].from_guest
+    # Isolated, the opt-in reaches a worker: this recorder lives in the host, so it cannot run in a
+    # worker and the load fails there, never in-process.
+    recorder.loaded.clear()
     with wasinn.WasiNnHost(backends={"torchlike": recorder}, entry_points=False,
-                           limits=Limits(allow_guest_code=True)) as host:
+                           limits=Limits(allow_guest_code=True, guest_models="isolate")) as host:
         guest = TrampolineGuest(host)
         assert guest.load([torchscript_bytes()]).errno == errno(guest, ErrorCode.RUNTIME_ERROR)
         guest.close()

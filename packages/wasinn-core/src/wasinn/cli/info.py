@@ -53,7 +53,7 @@ def explain_command(args: argparse.Namespace) -> int:
     from wasinn.host.host import WasiNnHost
     from wasinn.limits import Limits
 
-    host = WasiNnHost(limits=Limits(guest_models=getattr(args, "guest_models", "isolate")))
+    host = WasiNnHost(limits=Limits(guest_models=getattr(args, "guest_models", "in-process")))
     remotes = parse_nn_remotes(args.nn_remote, args.nn_remote_option)
     if len(args.paths) == 1 and args.paths[0] in remotes:
         # A named remote: which server would serve it, and why (the server is not contacted).

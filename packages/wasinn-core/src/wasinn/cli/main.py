@@ -121,7 +121,7 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _add_guest_models_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--guest-models", choices=("isolate", "in-process", "refuse"), default="isolate",
+    parser.add_argument("--guest-models", choices=("isolate", "in-process", "refuse"), default="in-process",
                         help="where the model bytes of a guest's load run: a confined worker process per "
                              "graph (default), the host process, or nowhere")
 

@@ -35,10 +35,10 @@ contexts answer ``runtime_error``, and the store and every other graph go on. An
 memory cap refuses is an exception inside the worker (``RLIMIT_DATA`` fails the ``mmap``), which the
 guest receives as ``too_large``, naming the cap.
 
-Policy (:func:`select_backend`, ``Limits.guest_models``): ``"isolate"`` (the default) runs a guest's
+Policy (:func:`select_backend`, ``Limits.guest_models``): ``"isolate"`` runs a guest's
 ``load`` bytes in a worker, ``"in-process"`` in the host as before, ``"refuse"`` answers
 ``unsupported_operation`` to them. The embedder's named models run in-process. A guest's
-code-bearing format (TorchScript) needs both ``Limits.allow_guest_code`` *and* isolation.
+code-bearing format (TorchScript) needs ``Limits.allow_guest_code``; isolated, it then runs in a worker.
 ``Limits.strict_isolation`` refuses to run a worker where a confinement layer is missing; without
 it the missing layers are logged once per host and shown by ``wasinn explain``.
 
@@ -110,9 +110,8 @@ def select_backend(limits: Limits, model: ModelDescription, chosen: Backend,
         raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, "this host does not load model bytes from a guest "
                                                            "(only the embedder's named models)")
     if policy != "isolate":
-        if model.format in code_formats:
-            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"a guest's {model.format.value} model carries code: "
-                                                          f"this host runs such models only in an isolated worker")
+        # A code-bearing format got here only through Limits.allow_guest_code (the core refuses it
+        # otherwise); in-process it then rests on the backend's whitelists alone.
         return chosen
     missing = isolation_missing()
     if missing:
