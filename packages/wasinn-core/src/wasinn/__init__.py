@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wasinn.abi.profiles import PROFILES, AbiProfile
+    from wasinn.abi.state import StoreState
     from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, ModelFormat, TensorType
     from wasinn.errors import ConfigurationError, WasiNnError
     from wasinn.formats import detect_format
@@ -19,11 +20,10 @@ if TYPE_CHECKING:
     from wasinn.hardware import Cpu, Device, Hardware
     from wasinn.hookspecs import BackendInfo, Context, Decline, Graph, Score, hookimpl
     from wasinn.host.host import WasiNnHost
-    from wasinn.host.named import NamedModel
-    from wasinn.host.state import StoreState
     from wasinn.limits import Limits
     from wasinn.model import ModelDescription
     from wasinn.ranking import Candidate, Ranking
+    from wasinn.service.named import NamedModel
     from wasinn.tensor import Tensor, TensorSpec
 
 # Names are imported on first use (PEP 562), so that `import wasinn`, the pytest plugin and
@@ -37,8 +37,8 @@ _LAZY = {
     "Cpu": "wasinn.hardware", "Device": "wasinn.hardware", "Hardware": "wasinn.hardware",
     "BackendInfo": "wasinn.hookspecs", "Context": "wasinn.hookspecs", "Decline": "wasinn.hookspecs",
     "Graph": "wasinn.hookspecs", "Score": "wasinn.hookspecs", "hookimpl": "wasinn.hookspecs",
-    "WasiNnHost": "wasinn.host.host", "Limits": "wasinn.limits", "NamedModel": "wasinn.host.named",
-    "StoreState": "wasinn.host.state", "ModelDescription": "wasinn.model",
+    "WasiNnHost": "wasinn.host.host", "Limits": "wasinn.limits", "NamedModel": "wasinn.service.named",
+    "StoreState": "wasinn.abi.state", "ModelDescription": "wasinn.model",
     "Candidate": "wasinn.ranking", "Ranking": "wasinn.ranking",
     "Tensor": "wasinn.tensor", "TensorSpec": "wasinn.tensor",
     "forward_hooks": "wasinn.forwarding",

@@ -66,3 +66,26 @@ class Limits:
     #: Refuse a guest's model (``unsupported_operation``) rather than run it in a worker that lacks a
     #: confinement layer this machine cannot apply (see ``wasinn explain``).
     strict_isolation: bool = False
+
+    # -- what one guest call may ask for (both ABIs read their arguments against these) -------------
+    #: Graph builders in one ``load`` call.
+    max_builders: int = 16
+    #: Dimensions of one tensor.
+    max_rank: int = 64
+    #: Bytes of a model name given to ``load_by_name``.
+    max_name_bytes: int = 4096
+    #: Bytes of the JSON config given to ``load_by_name_with_config`` (core modules).
+    max_config_bytes: int = 1 * MiB
+    #: Named tensors in one component ``compute`` call.
+    max_named_tensors: int = 1024
+    #: Tensor resources one component store may hold at once (guest-made inputs and host-made outputs
+    #: together); past it, making a tensor traps. ``None``: 4096
+    #: (:data:`wasinn.component.state.MAX_TENSORS_PER_STORE`).
+    max_tensors_per_store: int | None = None
+    #: Error resources one component store keeps at once: past it, the oldest are forgotten (their
+    #: ``code()`` is ``runtime-error``). ``None``: 1024 (:data:`wasinn.component.state.MAX_ERRORS_PER_STORE`).
+    max_errors_per_store: int | None = None
+
+
+#: The limits of a host made without any: what the module-level constants of the ABIs spell.
+DEFAULT_LIMITS = Limits()

@@ -1,10 +1,10 @@
 """The ``wasi_ephemeral_nn`` import functions (witx lowering: every call returns an errno).
 
 Each function unpacks guest pointers through :class:`GuestMemory`, calls the store's
-:class:`~wasinn.host.state.StoreState`, writes results back, and turns every
-:class:`~wasinn.errors.WasiNnError` into the errno of the store's numbering profile, with a log line
-that says why. No Python exception reaches the guest as a trap, except an embedder mistake (a store
-not made by :meth:`WasiNnHost.new_store`), which must not pass silently.
+:class:`~wasinn.abi.state.StoreState`, writes results back, and turns every failure into the errno of
+the store's numbering profile (:func:`wasinn.boundary.failures.classify`, then :func:`errno_for`), with a
+log line that says why. No Python exception reaches the guest as a trap, except an embedder mistake (a
+store not made by :meth:`WasiNnHost.new_store`), which must not pass silently.
 """
 
 from __future__ import annotations
@@ -17,21 +17,24 @@ from typing import Any
 
 from wasinn.abi.entry import HostCall, store_data
 from wasinn.abi.memory import U32_MASK, GuestMemory
-from wasinn.abi.profiles import DEFAULT_PROFILE, PROFILES, AbiProfile
-from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
+from wasinn.abi.profiles import AbiProfile
+from wasinn.abi.state import MAX_CHECKED_SIGNATURES as MAX_CHECKED_SIGNATURES  # kept importable from here
+from wasinn.abi.state import StoreState, profile_of
+from wasinn.abi.state import resolve_tensor_type as resolve_tensor_type
+from wasinn.boundary.failures import InternalError, classify
+from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding
 from wasinn.errors import ConfigurationError, WasiNnError
-from wasinn.host.state import ContextEntry, StoreState
-from wasinn.tensor import Tensor, checked_tensor, element_count
+from wasinn.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger("wasinn.abi")
 
 TENSOR_RECORD = struct.Struct("<IIB3xII")  # dims ptr, dims len, type (u8 + 3 padding bytes), data ptr, data len
 BUILDER = struct.Struct("<II")
-MAX_BUILDERS = 16
-MAX_RANK = 64
-MAX_NAME_BYTES = 4096
-MAX_CONFIG_BYTES = 1 << 20
-MAX_CHECKED_SIGNATURES = 16  # per context: input signatures whose checks passed (bounded memory)
+# The guest caps are Limits fields; these names keep their defaults for code written before.
+MAX_BUILDERS = DEFAULT_LIMITS.max_builders
+MAX_RANK = DEFAULT_LIMITS.max_rank
+MAX_NAME_BYTES = DEFAULT_LIMITS.max_name_bytes
+MAX_CONFIG_BYTES = DEFAULT_LIMITS.max_config_bytes
 
 
 def state_of(call: HostCall) -> StoreState:
@@ -42,65 +45,15 @@ def state_of(call: HostCall) -> StoreState:
     return state
 
 
-def profile_of(state: StoreState) -> AbiProfile:
-    return state.profile or PROFILES[DEFAULT_PROFILE]
-
-
 def errno_for(state: StoreState, operation: str, error: WasiNnError, profile: AbiProfile | None = None) -> int:
+    """The witx encoder of a failure: the errno of ``profile`` (or the store's), and a guest-log line."""
     profile = profile or profile_of(state)
     errno = profile.errno(error.code)
-    # The end of a token stream is how every stream ends, not a failure: no warning for it.
-    level = logging.DEBUG if error.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
-    state.guest_log.log(log, level, f"{operation} -> {error.code.value} (errno {errno}): {error.message}")
+    if not isinstance(error, InternalError):  # a bug in wasinn was logged by classify
+        # The end of a token stream is how every stream ends, not a failure: no warning for it.
+        level = logging.DEBUG if error.code is ErrorCode.END_OF_SEQUENCE else logging.WARNING
+        state.guest_log.log(log, level, f"{operation} -> {error.code.value} (errno {errno}): {error.message}")
     return errno
-
-
-def internal_error(state: StoreState, operation: str, exc: Exception, profile: AbiProfile | None = None) -> int:
-    log.error("%s: internal error in wasinn: %s: %s", operation, type(exc).__name__, exc, exc_info=exc)
-    return (profile or profile_of(state)).errno(ErrorCode.RUNTIME_ERROR)
-
-
-def resolve_tensor_type(state: StoreState, entry: ContextEntry, index: int, number: int,
-                        dims: tuple[int, ...], data_len: int, profile: AbiProfile | None = None) -> TensorType:
-    """The guest's tensor type number, read by its profile, corrected where the data says so.
-
-    Guests built against older numberings (``u8 = 2`` before 2023) send numbers that mean something
-    else today. If exactly one of the profile's known readings fits the tensor's byte length and the
-    model's declared input type, that reading wins (and the correction is logged once per store).
-    """
-    profile = profile or profile_of(state)
-    primary = profile.tensor_types.get(number)
-    if state.profile_forced or not profile.tensor_type_alternates:
-        if primary is None:
-            raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown tensor type {number} "
-                                                          f"(ABI profile {profile.name})")
-        return primary
-    spec = entry.loaded.graph.inputs[index].dtype if index < entry.input_count else None
-    count = element_count(dims)
-    if primary is not None and count * primary.itemsize == data_len and spec in (None, primary):
-        return primary  # the common case: the profile's reading fits; no need to consider others
-    readings: list[tuple[str, TensorType]] = []
-    for name in (profile.name, *profile.tensor_type_alternates):
-        reading = PROFILES[name].tensor_types.get(number)
-        if reading is not None and reading not in (r for _, r in readings):
-            readings.append((name, reading))
-    fitting = [(name, r) for name, r in readings if count * r.itemsize == data_len]
-    if spec is not None and any(r is spec for _, r in fitting):
-        fitting = [(name, r) for name, r in fitting if r is spec]
-    if primary is not None and any(r is primary for _, r in fitting):
-        return primary
-    if len(fitting) == 1:
-        name, reading = fitting[0]
-        key = f"{number}->{reading.value}"
-        if key not in state.corrections_logged:
-            state.corrections_logged.add(key)
-            was = primary.value if primary else "nothing"
-            log.info("tensor type %d read as %s (ABI profile %s), not %s (profile %s): only that fits the "
-                     "data length and the model input", number, reading.value, name, was, profile.name)
-        return reading
-    if primary is None:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"unknown tensor type {number} (ABI profile {profile.name})")
-    return primary
 
 
 def decode_encoding(state: StoreState, number: int, profile: AbiProfile | None = None) -> GraphEncoding:
@@ -124,8 +77,9 @@ def decode_target(state: StoreState, number: int, profile: AbiProfile | None = N
 
 def read_builders(memory: GuestMemory, state: StoreState, array_ptr: int, count: int) -> list[bytes]:
     count &= U32_MASK
-    if count == 0 or count > MAX_BUILDERS:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{count} graph builders (expected 1 to {MAX_BUILDERS})")
+    limit = state.limits.max_builders
+    if count == 0 or count > limit:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{count} graph builders (expected 1 to {limit})")
     raw = memory.read(array_ptr, count * BUILDER.size, "graph builder array")
     pairs = [BUILDER.unpack_from(raw, i * BUILDER.size) for i in range(count)]
     total = sum(length for _, length in pairs)
@@ -135,9 +89,9 @@ def read_builders(memory: GuestMemory, state: StoreState, array_ptr: int, count:
     return [memory.read(ptr, length, f"graph builder {i}") for i, (ptr, length) in enumerate(pairs)]
 
 
-def read_name(memory: GuestMemory, ptr: int, length: int) -> str:
+def read_name(memory: GuestMemory, ptr: int, length: int, limits: Limits = DEFAULT_LIMITS) -> str:
     length &= U32_MASK
-    if length > MAX_NAME_BYTES:
+    if length > limits.max_name_bytes:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"model name of {length} bytes is too long")
     raw = memory.read(ptr, length, "model name")
     if raw.endswith(b"\0"):  # C guests often pass strlen + 1
@@ -148,11 +102,11 @@ def read_name(memory: GuestMemory, ptr: int, length: int) -> str:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, "model name is not valid UTF-8") from None
 
 
-def read_config(memory: GuestMemory, ptr: int, length: int) -> dict[str, Any]:
+def read_config(memory: GuestMemory, ptr: int, length: int, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     length &= U32_MASK
     if length == 0:
         return {}
-    if length > MAX_CONFIG_BYTES:
+    if length > limits.max_config_bytes:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"config of {length} bytes is too long")
     raw = memory.read(ptr, length, "config")
     try:
@@ -164,25 +118,6 @@ def read_config(memory: GuestMemory, ptr: int, length: int) -> dict[str, Any]:
     return config
 
 
-def read_tensor(memory: GuestMemory, state: StoreState, entry: ContextEntry, index: int,
-                tensor_ptr: int) -> Tensor:
-    """The 20-byte witx tensor record, its dims and a zero-copy view of its data."""
-    dims_ptr, rank, type_number, data_ptr, data_len = memory.unpack(TENSOR_RECORD, tensor_ptr, "tensor record")
-    if rank > MAX_RANK:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {rank} exceeds {MAX_RANK}")
-    dims = memory.u32_array(dims_ptr, rank, "tensor dimensions")
-    # A guest sends the same tensor signature on every inference: its checks are done once per context.
-    signature = (index, type_number, dims, data_len)
-    dtype = entry.checked_inputs.get(signature)
-    if dtype is None:
-        dtype = resolve_tensor_type(state, entry, index, type_number, dims, data_len)
-        state.check_input(entry, index, dtype, dims, data_len)
-        if len(entry.checked_inputs) >= MAX_CHECKED_SIGNATURES:
-            entry.checked_inputs.clear()
-        entry.checked_inputs[signature] = dtype
-    return checked_tensor(dtype, dims, memory.view(data_ptr, data_len, "tensor data"))
-
-
 #: operation -> undecorated body, so the legacy module can reuse a body under its own profile.
 BODIES: dict[str, Callable[..., None]] = {}
 
@@ -191,8 +126,9 @@ def host_function(operation: str, profile: AbiProfile | None = None
                   ) -> Callable[[Callable[..., None]], Callable[..., int]]:
     """Turn ``body(state, caller, *args)`` into an import function returning the guest's errno.
 
-    Success is 0; a :class:`WasiNnError` becomes the errno of ``profile`` (or the store's), with a
-    log line; any other exception is a bug in wasinn, logged with its traceback as runtime_error.
+    Success is 0; a failure is classified (:func:`wasinn.boundary.failures.classify`: a
+    :class:`WasiNnError` is the guest's, anything else a bug in wasinn, logged with its traceback as
+    runtime_error) and encoded as the errno of ``profile`` (or the store's) by :func:`errno_for`.
     """
 
     def wrap(body: Callable[..., None]) -> Callable[..., int]:
@@ -201,10 +137,8 @@ def host_function(operation: str, profile: AbiProfile | None = None
             try:
                 body(state, call, *args)
                 return 0
-            except WasiNnError as error:
-                return errno_for(state, operation, error, profile)
             except Exception as exc:
-                return internal_error(state, operation, exc, profile)
+                return errno_for(state, operation, classify(operation, exc, log), profile)
 
         function.__name__ = function.__qualname__ = body.__name__
         function.__doc__ = body.__doc__
@@ -228,7 +162,7 @@ def load(state: StoreState, caller: HostCall, builders_ptr: int, builders_len: i
 def load_by_name(state: StoreState, caller: HostCall, name_ptr: int, name_len: int, out_graph: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_graph, 4, "graph out-pointer")
-    handle = state.load_by_name(read_name(memory, name_ptr, name_len))
+    handle = state.load_by_name(read_name(memory, name_ptr, name_len, state.limits))
     memory.write_u32(out_graph, handle, "graph out-pointer")
 
 
@@ -237,8 +171,8 @@ def load_by_name_with_config(state: StoreState, caller: HostCall, name_ptr: int,
                              config_ptr: int, config_len: int, out_graph: int) -> None:
     memory = GuestMemory.of(caller, state.memory)
     memory.check(out_graph, 4, "graph out-pointer")
-    name = read_name(memory, name_ptr, name_len)
-    handle = state.load_by_name(name, read_config(memory, config_ptr, config_len))
+    name = read_name(memory, name_ptr, name_len, state.limits)
+    handle = state.load_by_name(name, read_config(memory, config_ptr, config_len, state.limits))
     memory.write_u32(out_graph, handle, "graph out-pointer")
 
 
@@ -252,10 +186,15 @@ def init_execution_context(state: StoreState, caller: HostCall, graph: int, out_
 
 @host_function("set_input")
 def set_input(state: StoreState, caller: HostCall, context: int, index: int, tensor_ptr: int) -> None:
+    """The 20-byte witx tensor record and its dims are read here; the state checks them (once per
+    signature) and hands a zero-copy view of the data to the backend."""
     entry = state.context(context & U32_MASK)
-    index &= U32_MASK
-    tensor = read_tensor(GuestMemory.of(caller, state.memory), state, entry, index, tensor_ptr)
-    state.run_set_input(entry, index, tensor)
+    memory = GuestMemory.of(caller, state.memory)
+    dims_ptr, rank, type_number, data_ptr, data_len = memory.unpack(TENSOR_RECORD, tensor_ptr, "tensor record")
+    if rank > state.limits.max_rank:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {rank} exceeds {state.limits.max_rank}")
+    dims = memory.u32_array(dims_ptr, rank, "tensor dimensions")
+    state.set_guest_input(entry, index & U32_MASK, type_number, dims, memory, data_ptr, data_len)
 
 
 @host_function("compute")
@@ -308,7 +247,7 @@ def compute_single(state: StoreState, caller: HostCall, context: int) -> None:
 def get_output_single(state: StoreState, caller: HostCall, context: int, index: int, out_ptr: int, out_max: int,
                       out_written: int) -> None:
     deliver = _copy_out(GuestMemory.of(caller, state.memory), "step output", index, out_ptr, out_max, out_written)
-    state.read_output_single(context & U32_MASK, index & U32_MASK, deliver)
+    state.read_output(context & U32_MASK, index & U32_MASK, deliver, step=True)
 
 
 @host_function("fini_single")

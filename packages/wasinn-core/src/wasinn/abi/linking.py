@@ -1,4 +1,5 @@
-"""Putting the wasi-nn imports into a ``wasmtime.Linker`` and choosing a module's numbering profile."""
+"""Putting the wasi-nn imports into a ``wasmtime.Linker``, choosing a module's numbering profile and
+instantiating it in a store (:meth:`WasiNnHost.add_to_linker` and :meth:`WasiNnHost.instantiate`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import TYPE_CHECKING
 import wasmtime
 
 from wasinn.abi import entry, ephemeral, wamr_legacy
+from wasinn.abi.memory import CachedMemory
 from wasinn.abi.profiles import DEFAULT_PROFILE, PROFILES, AbiProfile
+from wasinn.abi.state import store_state
 from wasinn.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from wasinn.host.host import WasiNnHost
+    from wasinn.service.loader import GraphLoader
 
 log = logging.getLogger("wasinn.abi")
 
@@ -21,7 +24,7 @@ LEGACY_MODULE = "wasi_nn"
 WASMEDGE_ONLY_IMPORTS = frozenset({"compute_single", "get_output_single", "fini_single"})
 
 
-def define_imports(host: WasiNnHost, linker: wasmtime.Linker) -> None:
+def define_imports(host: GraphLoader, linker: wasmtime.Linker) -> None:
     """Define every wasi-nn import wasinn serves. The functions find their store's state through
     the caller, so one linker serves any number of stores of ``host``."""
     del host  # state is per store; kept in the signature so the API can grow host-wide options
@@ -58,13 +61,25 @@ def check_imports(module: wasmtime.Module) -> None:
                                      f"but wasinn defines it as {arity} i32 parameters returning i32")
 
 
-def prepare_module(host: WasiNnHost, store: wasmtime.Store, module: wasmtime.Module) -> None:
+def prepare_module(store: wasmtime.Store, module: wasmtime.Module) -> None:
     """Check the imports and set the store's profile, unless one was forced."""
     check_imports(module)
-    state = host.state(store)
+    state = store_state(store)
     if state.profile_forced:
         log.info("ABI profile %s (forced)", state.profile.name if state.profile else DEFAULT_PROFILE)
         return
     profile = choose_profile(module)
     state.profile = profile
     log.info("ABI profile %s (%s), inferred from the module's imports", profile.name, profile.description)
+
+
+def instantiate(store: wasmtime.Store, linker: wasmtime.Linker, module: wasmtime.Module) -> wasmtime.Instance:
+    """Prepare ``module`` (:func:`prepare_module`), instantiate it, and cache its memory while it is the
+    store's only instance."""
+    prepare_module(store, module)
+    instance = linker.instantiate(store, module)
+    state = store_state(store)
+    state.instances += 1
+    memory = instance.exports(store).get("memory") if state.instances == 1 else None
+    state.memory = CachedMemory(memory) if isinstance(memory, wasmtime.Memory) else None
+    return instance

@@ -7,21 +7,21 @@ store is closed crashes the process.
 
 The hot path (``set_input``/``get_output`` are called per inference) costs a few microseconds on top of
 the trampoline (:mod:`wasinn.abi.entry`). Two things keep it there: :class:`CachedMemory` reads a memory's base and
-size with two raw C calls instead of wasmtime-py's wrappers, and it reuses one :class:`GuestMemory`
-(one ctypes view of the whole memory, sliced per access) for as long as the base and size are unchanged.
-Both are checked on every host call, so a grown or moved memory is never read through a stale view.
+size with two raw C calls instead of wasmtime-py's wrappers (:mod:`wasinn.boundary.wasmtime_internals`), and it
+reuses one :class:`GuestMemory` (one ctypes view of the whole memory, sliced per access) for as long as the base
+and size are unchanged. Both are checked on every host call, so a grown or moved memory is never read through a
+stale view.
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 
-from wasinn.abi.entry import HostCall
+from wasinn.boundary.wasmtime_internals import HostCall, memory_base, memory_handle, memory_size
 from wasinn.enums import ErrorCode
 from wasinn.errors import WasiNnError
 
@@ -115,24 +115,6 @@ def _base_and_size(memory: wasmtime.Memory, caller: wasmtime.Caller) -> tuple[in
     return (ctypes.addressof(memory.data_ptr(caller).contents) if size else 0), size
 
 
-def _raw_reader(symbol: str, restype: Any) -> Callable[[Any, int], Any] | None:
-    # A private handle on wasmtime's C function with an int-returning signature; wasmtime-py's own
-    # wrapper builds a ctypes pointer object per call. None when wasmtime-py's internals differ.
-    try:
-        from wasmtime import _ffi as ffi
-
-        function = ffi.dll[symbol]
-    except (ImportError, AttributeError, KeyError, OSError):
-        return None
-    function.restype = restype
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    return function
-
-
-_memory_base = _raw_reader("wasmtime_memory_data", ctypes.c_void_p)
-_memory_size = _raw_reader("wasmtime_memory_data_size", ctypes.c_size_t)
-
-
 class CachedMemory:
     """The exported memory of a store's only instance, kept so a host call needs no export lookup."""
 
@@ -140,9 +122,8 @@ class CachedMemory:
 
     def __init__(self, memory: wasmtime.Memory) -> None:
         self.memory = memory
-        raw = getattr(memory, "_memory", None)
-        # The address of wasmtime's small memory handle struct, owned (and kept alive) by ``memory``.
-        self._address = ctypes.addressof(raw) if raw is not None and _memory_base and _memory_size else None
+        # wasmtime's small memory handle struct, owned (and kept alive) by ``memory``; None: public API.
+        self._address = memory_handle(memory)
         self._view: GuestMemory | None = None
 
     def current(self, call: HostCall) -> GuestMemory:
@@ -151,8 +132,8 @@ class CachedMemory:
             base, size = _base_and_size(self.memory, call.caller())
         else:
             context = call.context
-            size = _memory_size(context, self._address)  # type: ignore[misc]
-            base = _memory_base(context, self._address) or 0  # type: ignore[misc]
+            size = memory_size(context, self._address)  # type: ignore[misc]
+            base = memory_base(context, self._address) or 0  # type: ignore[misc]
         view = self._view
         if view is None or view.base != base or view.size != size:
             view = self._view = GuestMemory(base, size)

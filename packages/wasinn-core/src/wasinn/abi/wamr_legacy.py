@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from wasinn.abi.entry import HostCall
-from wasinn.abi.ephemeral import BODIES, MAX_RANK, decode_encoding, decode_target, host_function, read_builders
+from wasinn.abi.ephemeral import BODIES, decode_encoding, decode_target, host_function, read_builders
 from wasinn.abi.memory import U32_MASK, GuestMemory
 from wasinn.abi.profiles import PROFILES
+from wasinn.abi.state import StoreState
 from wasinn.enums import ErrorCode
 from wasinn.errors import WasiNnError
-from wasinn.host.state import StoreState
 from wasinn.tensor import Tensor, element_count
 
 PROFILE = PROFILES["wamr-legacy"]
@@ -47,8 +47,8 @@ def set_input(state: StoreState, caller: HostCall, context: int, index: int, ten
     dims_pair, type_number, data_ptr = LEGACY_TENSOR.unpack(memory.read(tensor_ptr, LEGACY_TENSOR.size,
                                                                         "tensor record"))
     dims_ptr, rank = PAIR.unpack(memory.read(dims_pair, PAIR.size, "tensor dimensions record"))
-    if rank > MAX_RANK:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {rank} exceeds {MAX_RANK}")
+    if rank > state.limits.max_rank:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {rank} exceeds {state.limits.max_rank}")
     dims = memory.u32_array(dims_ptr, rank, "tensor dimensions")
     dtype = PROFILE.tensor_types.get(type_number)  # a 32-bit C enum: 0x101 is not f32
     if dtype is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wasinn.cli.main import print_json
+from wasinn.cli.common import print_json, resolve_paths
 
 if TYPE_CHECKING:
     import argparse
@@ -49,7 +49,6 @@ def backends_command(args: argparse.Namespace) -> int:
 
 
 def explain_command(args: argparse.Namespace) -> int:
-    from wasinn.cli.main import resolve_paths
     from wasinn.cli.options import parse_encoding, parse_nn_remotes, parse_target
     from wasinn.host.host import WasiNnHost
     from wasinn.limits import Limits

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from wasinn import __version__
+from wasinn.cli.common import print_json as print_json  # kept importable from here
+from wasinn.cli.common import resolve_paths as resolve_paths
 from wasinn.errors import ConfigurationError, WasiNnError
 
 log = logging.getLogger("wasinn")
@@ -182,18 +182,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
-
-
-def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
-def resolve_paths(paths: Sequence[str]) -> list[Path]:
-    files = [Path(p) for p in paths]
-    if len(files) == 1 and files[0].suffix == ".xml":
-        files.append(files[0].with_suffix(".bin"))
-    for file in files:
-        if not file.is_file():
-            raise ConfigurationError(f"{file} is not a file")
-    return files

@@ -1,4 +1,4 @@
-"""``wasinn run``: a WASI preview1 runner with wasi-nn served by wasinn (components: :mod:`wasinn.component.runner`)."""
+"""``wasinn run``: a WASI preview1 runner with wasi-nn served by wasinn (components: :mod:`wasinn.cli.component`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import wasmtime
 
+from wasinn.cli.common import TRAP_EXIT_STATUS as TRAP_EXIT_STATUS
 from wasinn.cli.options import (
     parse_dir,
     parse_env,
@@ -28,7 +29,6 @@ from wasinn.host.host import WasiNnHost
 from wasinn.limits import Limits
 
 log = logging.getLogger("wasinn.cli")
-TRAP_EXIT_STATUS = 134  # what Wasmtime's CLI reports for a trap (128 + SIGABRT)
 
 
 @contextlib.contextmanager
@@ -152,7 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _run_component(host: WasiNnHost, engine: wasmtime.Engine, args: argparse.Namespace) -> int:
     """A component: its ``wasi:cli/run`` export, with WASIp2 from wasmtime-py (see docs/components.md)."""
-    from wasinn.component.runner import run_component
+    from wasinn.cli.component import run_component
     if args.abi is not None:
         host.close()
         raise ConfigurationError(f"--abi {args.abi}: numbering profiles are for core modules; "

@@ -5,7 +5,8 @@ Each function body gets wasmtime-py's store context and the lifted arguments, ca
 named models, limits, backends) and returns the value to lower. A
 :class:`~wasinn.errors.WasiNnError` becomes an ``error`` resource whose ``code()`` is the WIT error
 code and whose ``data()`` is the message the witx path logs (logged here too, with the same words);
-any other exception is a bug in wasinn, logged with its traceback and returned as ``runtime-error``.
+any other exception is a bug in wasinn, logged with its traceback and returned as ``runtime-error``
+(the classifier both ABIs share: :func:`wasinn.boundary.failures.classify`).
 Functions with no ``result`` in their WIT type (``tensor.data``, ``error.code``) cannot return an
 error: a handle the host no longer holds is a trap there, never a crash of the host.
 
@@ -23,22 +24,26 @@ import numpy as np
 from wasmtime import WasmtimeError
 from wasmtime.component import Linker, LinkerInstance, ResourceAny, ResourceHost, ResourceType, Variant
 
+from wasinn.boundary.failures import InternalError, classify
+from wasinn.boundary.wasmtime_internals import component_store_data
 from wasinn.component.state import ComponentState, ErrorEntry, TensorEntry
 from wasinn.component.transfer import add_func, bytes_result
 from wasinn.enums import ErrorCode, ExecutionTarget, GraphEncoding, TensorType
 from wasinn.errors import ConfigurationError, WasiNnError
-from wasinn.host.state import ContextEntry
-from wasinn.tensor import element_count
+from wasinn.limits import DEFAULT_LIMITS
+from wasinn.service.store import ContextEntry
+from wasinn.tensor import checked_tensor, element_count
 
 log = logging.getLogger("wasinn.component")
 
 #: The versions of ``wasi:nn`` served (the WIT in ``wasinn/component/wit``).
 VERSION = "0.2.0-rc-2024-10-28"
 VERSIONS = (VERSION,)
-MAX_BUILDERS = 16
-MAX_RANK = 64
-MAX_NAME_BYTES = 4096
-MAX_NAMED_TENSORS = 1024
+# The guest caps are Limits fields; these names keep their defaults for code written before.
+MAX_BUILDERS = DEFAULT_LIMITS.max_builders
+MAX_RANK = DEFAULT_LIMITS.max_rank
+MAX_NAME_BYTES = DEFAULT_LIMITS.max_name_bytes
+MAX_NAMED_TENSORS = DEFAULT_LIMITS.max_named_tensors
 
 # Host resource type ids (any u32 unique in the engine; these spell "nn" + a kind).
 TENSOR_TYPE_ID = 0x6E6E0001
@@ -76,11 +81,7 @@ Body = Callable[..., Any]
 
 def state_of(store: Any) -> ComponentState:
     """The :class:`ComponentState` of the calling store (wasmtime-py's StoreContext has no ``data()``)."""
-    from wasmtime import _ffi as ffi
-    from wasmtime import _value
-
-    data = ffi.wasmtime_context_get_data(store._context())
-    state = _value._unintern(data) if data else None  # type: ignore[arg-type]
+    state = component_store_data(store)
     if not isinstance(state, ComponentState):
         raise ConfigurationError("wasi:nn was called from a store not created by "
                                  "WasiNnHost.new_component_store(); create stores with it")
@@ -104,15 +105,10 @@ def rep_of(store: Any, resource: Any, type_id: int, what: str) -> int:
 
 
 def error_resource(state: ComponentState, operation: str, error: WasiNnError) -> ResourceHost:
-    state.guest_log.log(log, logging.WARNING, f"{operation} -> {error.code.value}: {error.message}")
+    """The WIT encoder of a failure: an ``error`` resource, and a guest-log line (the guest's failures)."""
+    if not isinstance(error, InternalError):  # a bug in wasinn was logged by classify
+        state.guest_log.log(log, logging.WARNING, f"{operation} -> {error.code.value}: {error.message}")
     rep = state.add_error(ErrorEntry(error.code, operation, error.message))
-    return ResourceHost.own(rep, ERROR_TYPE_ID)
-
-
-def internal_error(state: ComponentState, operation: str, exc: Exception) -> ResourceHost:
-    log.error("%s: internal error in wasinn: %s: %s", operation, type(exc).__name__, exc, exc_info=exc)
-    message = f"internal error in wasinn: {type(exc).__name__}: {exc}"
-    rep = state.add_error(ErrorEntry(ErrorCode.RUNTIME_ERROR, operation, message))
     return ResourceHost.own(rep, ERROR_TYPE_ID)
 
 
@@ -129,10 +125,8 @@ def fallible(operation: str, *, tagged: bool) -> Callable[[Body], Body]:
             try:
                 ok = body(state, store, *args)
                 return Variant("ok", ok) if tagged else ok
-            except WasiNnError as error:
-                err = error_resource(state, operation, error)
             except Exception as exc:
-                err = internal_error(state, operation, exc)
+                err = error_resource(state, operation, classify(operation, exc, log))
             return Variant("err", err) if tagged else err
 
         function.__name__ = function.__qualname__ = body.__name__
@@ -168,10 +162,11 @@ def tensor_type(case: str) -> TensorType:
     return dtype
 
 
-def new_tensor_entry(dims: Sequence[int], dtype: TensorType, data: bytes, *, any_length: bool = False) -> TensorEntry:
+def new_tensor_entry(dims: Sequence[int], dtype: TensorType, data: bytes, *, any_length: bool = False,
+                     max_rank: int = MAX_RANK) -> TensorEntry:
     """A checked tensor; ``any_length`` (the input's spec says so: a prompt) skips the length check."""
-    if len(dims) > MAX_RANK:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {len(dims)} exceeds {MAX_RANK}")
+    if len(dims) > max_rank:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {len(dims)} exceeds {max_rank}")
     shape = tuple(int(d) for d in dims)
     expected = element_count(shape) * dtype.itemsize  # exact integers: no wrap-around to fake a fit
     if any(d > 0xFFFFFFFF for d in shape) or (expected != len(data) and not any_length):
@@ -186,8 +181,8 @@ def tensor_new(state: ComponentState, store: Any, dims: list[int], ty: str, data
     # The constructor has no error case: a tensor whose data does not fit its dims is still made
     # (and refused, with an error resource, by compute); only a full table is a trap.
     dtype = WIT_TENSOR_TYPES.get(ty.lower(), TensorType.U8)
-    if len(dims) > MAX_RANK:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {len(dims)} exceeds {MAX_RANK}")
+    if len(dims) > state.limits.max_rank:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"tensor rank {len(dims)} exceeds {state.limits.max_rank}")
     rep = state.add_tensor(TensorEntry(tuple(dims), dtype, bytes(data)))
     return ResourceHost.own(rep, TENSOR_TYPE_ID)
 
@@ -210,8 +205,9 @@ def tensor_data(state: ComponentState, store: Any, this: Any) -> Any:
 # ---- graph ----------------------------------------------------------------------------------------
 @fallible("load", tagged=True)
 def graph_load(state: ComponentState, store: Any, builders: list[bytes], encoding: str, target: str) -> ResourceHost:
-    if not builders or len(builders) > MAX_BUILDERS:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{len(builders)} graph builders (expected 1 to {MAX_BUILDERS})")
+    limit = state.limits.max_builders
+    if not builders or len(builders) > limit:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{len(builders)} graph builders (expected 1 to {limit})")
     enc = WIT_ENCODINGS.get(encoding)
     if enc is None:
         raise WasiNnError(ErrorCode.INVALID_ENCODING, f"unknown graph encoding {encoding!r}")
@@ -224,7 +220,7 @@ def graph_load(state: ComponentState, store: Any, builders: list[bytes], encodin
 
 @fallible("load_by_name", tagged=True)
 def graph_load_by_name(state: ComponentState, store: Any, name: str) -> ResourceHost:
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    if len(name.encode("utf-8", "surrogatepass")) > state.limits.max_name_bytes:
         raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"model name of {len(name)} characters is too long")
     return ResourceHost.own(state.load_by_name(name), GRAPH_TYPE_ID)
 
@@ -272,8 +268,9 @@ def context_compute(state: ComponentState, store: Any, this: Any, inputs: list[t
                     ) -> list[tuple[str, ResourceHost]]:
     handle = rep_of(store, this, CONTEXT_TYPE_ID, "graph-execution-context")
     entry = state.context(handle)
-    if len(inputs) > MAX_NAMED_TENSORS:
-        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{len(inputs)} named tensors (at most {MAX_NAMED_TENSORS})")
+    limit = state.limits.max_named_tensors
+    if len(inputs) > limit:
+        raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"{len(inputs)} named tensors (at most {limit})")
     taken = [(name, _take_tensor(state, store, resource)) for name, resource in inputs]
     seen: set[int] = set()
     for name, tensor in taken:
@@ -283,7 +280,8 @@ def context_compute(state: ComponentState, store: Any, this: Any, inputs: list[t
         seen.add(index)
         specs = entry.loaded.graph.inputs
         any_length = 0 <= index < len(specs) and specs[index].any_length
-        checked = new_tensor_entry(tensor.dims, tensor.dtype, tensor.data, any_length=any_length)
+        checked = new_tensor_entry(tensor.dims, tensor.dtype, tensor.data, any_length=any_length,
+                                   max_rank=state.limits.max_rank)
         state.set_input(handle, index, _as_tensor(checked))
     _check_every_input_given(entry, seen)
     state.compute(handle)
@@ -315,7 +313,6 @@ def _check_every_input_given(entry: ContextEntry, given: set[int]) -> None:
 
 
 def _as_tensor(entry: TensorEntry) -> Any:
-    from wasinn.tensor import checked_tensor
     return checked_tensor(entry.dtype, entry.dims, memoryview(entry.data))
 
 
@@ -363,7 +360,8 @@ def define_interfaces(linker: Linker, versions: Sequence[str] = VERSIONS, *, mod
     """Define ``wasi:nn/{tensor,graph,inference,errors}@VERSION`` in ``linker`` for each version.
 
     ``mode`` picks the trampoline (:data:`wasinn.component.transfer.MODE` by default: ``"fast"``
-    moves ``list<u8>`` in one numpy pass, ``"portable"`` is wasmtime-py's ``add_func``).
+    moves ``list<u8>`` in one numpy pass, ``"portable"`` is wasmtime-py's ``add_func``; see
+    :mod:`wasinn.boundary.wasmtime_internals`).
     """
     for version in versions:
         with linker.root() as root:

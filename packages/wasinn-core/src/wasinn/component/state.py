@@ -1,7 +1,7 @@
-"""Per-store state of a component guest: the witx path's tables plus the component's own resources.
+"""Per-store state of a component guest: the shared tables plus the component's own resources.
 
-Graphs and execution contexts are the :class:`~wasinn.host.state.StoreState` handles the witx path
-uses (the handle number is the resource's *rep*); tensors and errors exist only on the component
+Graphs and execution contexts are the :class:`~wasinn.service.store.StoreService` handles the witx path
+uses too (the handle number is the resource's *rep*); tensors and errors exist only on the component
 path and live in their own tables here. Every table entry is released when the guest drops its
 resource, and everything left when the store is closed or collected.
 """
@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wasinn.enums import ErrorCode, TensorType
 from wasinn.errors import WasiNnError
-from wasinn.host.state import StoreState
-
-if TYPE_CHECKING:
-    from wasinn.abi.profiles import AbiProfile
-    from wasinn.host.host import WasiNnHost
+from wasinn.service.loader import GraphLoader
+from wasinn.service.store import StoreService
 
 log = logging.getLogger("wasinn.component")
 
-#: Tensors one store may hold at once (guest-made inputs and host-made outputs together).
+#: Tensors one store may hold at once (guest-made inputs and host-made outputs together), unless
+#: ``Limits.max_tensors_per_store`` says otherwise.
 MAX_TENSORS_PER_STORE = 4096
-#: Error resources one store may hold at once: a guest that never drops its errors gets
-#: ``runtime-error`` errors that are not kept (the oldest are forgotten, not the host's memory).
+#: Error resources one store may hold at once, unless ``Limits.max_errors_per_store`` says otherwise: a
+#: guest that never drops its errors gets ``runtime-error`` errors that are not kept (the oldest are
+#: forgotten, not the host's memory).
 MAX_ERRORS_PER_STORE = 1024
+
+
+def _cap(limit: int | None, default: int) -> int:
+    # Read at each use: the module constants are the defaults (tests lower them).
+    return default if limit is None else limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,11 @@ class ErrorEntry:
     message: str
 
 
-class ComponentState(StoreState):
+class ComponentState(StoreService):
     """The store data of a component store (made by :meth:`WasiNnHost.new_component_store`)."""
 
-    def __init__(self, host: WasiNnHost, profile: AbiProfile | None = None, user_data: Any = None,
-                 *, profile_forced: bool = False) -> None:
-        super().__init__(host, profile, user_data, profile_forced=profile_forced)
+    def __init__(self, host: GraphLoader, user_data: Any = None) -> None:
+        super().__init__(host, user_data)
         self.tensors: dict[int, TensorEntry] = {}
         self.tensor_bytes = 0
         self.errors: dict[int, ErrorEntry] = {}
@@ -63,9 +66,10 @@ class ComponentState(StoreState):
     def add_tensor(self, entry: TensorEntry) -> int:
         if self.tables.closed:
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, "this store's wasi-nn state was closed")
-        if len(self.tensors) >= MAX_TENSORS_PER_STORE:
+        limit = _cap(self.limits.max_tensors_per_store, MAX_TENSORS_PER_STORE)
+        if len(self.tensors) >= limit:
             raise WasiNnError(ErrorCode.BUSY, f"store already holds {len(self.tensors)} tensors "
-                                              f"(limit {MAX_TENSORS_PER_STORE}); drop some first")
+                                              f"(limit {limit}); drop some first")
         size = len(entry.data)
         if size > self.limits.max_tensor_bytes:
             raise WasiNnError(ErrorCode.TOO_LARGE, f"tensor of {size} bytes exceeds the limit of "
@@ -92,7 +96,7 @@ class ComponentState(StoreState):
 
     # -- errors ----------------------------------------------------------------------------------
     def add_error(self, entry: ErrorEntry) -> int:
-        if len(self.errors) >= MAX_ERRORS_PER_STORE:
+        if len(self.errors) >= _cap(self.limits.max_errors_per_store, MAX_ERRORS_PER_STORE):
             oldest = next(iter(self.errors))
             del self.errors[oldest]
         rep = self._next_error
@@ -103,9 +107,9 @@ class ComponentState(StoreState):
     def error(self, rep: int) -> ErrorEntry:
         entry = self.errors.get(rep)
         if entry is None:
+            kept = _cap(self.limits.max_errors_per_store, MAX_ERRORS_PER_STORE)
             return ErrorEntry(ErrorCode.RUNTIME_ERROR, "error", f"error resource {rep} is no longer held "
-                                                                "by the host (more than "
-                                                                f"{MAX_ERRORS_PER_STORE} errors undropped)")
+                                                                f"by the host (more than {kept} errors undropped)")
         return entry
 
     def drop_error(self, rep: int) -> None:

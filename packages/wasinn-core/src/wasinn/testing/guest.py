@@ -19,9 +19,9 @@ import wasmtime
 
 from wasinn.abi.ephemeral import FUNCTIONS
 from wasinn.abi.linking import WASMEDGE_ONLY_IMPORTS
+from wasinn.abi.state import StoreState
 from wasinn.enums import TensorType
 from wasinn.host.host import WasiNnHost
-from wasinn.host.state import StoreState
 
 PAGE = 65536
 #: The guest's memory: the first 64 KiB are scratch for arguments, the rest a bump heap.

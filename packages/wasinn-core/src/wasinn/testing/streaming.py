@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from wasinn.abi.state import StoreState
 from wasinn.enums import ErrorCode
 from wasinn.errors import WasiNnError
-from wasinn.host.state import StoreState
 
 STREAMING_HOOKS = ("compute_single", "get_output_single", "fini_single")
 ENDINGS = (ErrorCode.END_OF_SEQUENCE, ErrorCode.CONTEXT_FULL)
