@@ -134,7 +134,8 @@ _MODEL_PROTO_FIELDS = {
 _MAX_FIELDS_WALKED = 4096
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+def read_varint(data: memoryview, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos``: (value, position after it); ``ValueError`` if truncated or over 10 bytes."""
     result, shift = 0, 0
     while pos < len(data) and shift < 64:
         byte = data[pos]
@@ -182,14 +183,14 @@ def _walk_onnx(view: memoryview, kind: str, depth: int) -> bool:
     nested = _ONNX_NESTING[kind]
     pos, end = 0, len(view)
     while pos < end:
-        key, pos = _varint(view, pos)
+        key, pos = read_varint(view, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(view, pos)
+            value, pos = read_varint(view, pos)
             if kind == "tensor" and number == _TENSOR_DATA_LOCATION and value == _EXTERNAL:
                 return True
         elif wire == 2:
-            length, pos = _varint(view, pos)
+            length, pos = read_varint(view, pos)
             if pos + length > end:
                 raise ValueError("truncated field")
             if kind == "tensor" and number == _TENSOR_EXTERNAL_DATA:
@@ -221,14 +222,14 @@ def is_onnx(data: Buffer) -> bool:
         for _ in range(_MAX_FIELDS_WALKED):
             if pos == len(view):
                 return seen_graph and seen_ir_version
-            key, pos = _varint(view, pos)
+            key, pos = read_varint(view, pos)
             number, wire = key >> 3, key & 7
             if _MODEL_PROTO_FIELDS.get(number) != wire:
                 return False
             if wire == 0:
-                _, pos = _varint(view, pos)
+                _, pos = read_varint(view, pos)
             else:
-                length, pos = _varint(view, pos)
+                length, pos = read_varint(view, pos)
                 pos += length
                 if pos > len(view):
                     return False

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from wasinn.enums import ErrorCode
 from wasinn.errors import WasiNnError
+from wasinn.formats import read_varint as _varint
 from wasinn.guestlog import printable
 from wasinn.limits import Limits
 
@@ -62,16 +63,6 @@ class _Refused(Exception):
         self.code = code
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    result, shift = 0, 0
-    while pos < len(data) and shift < 70:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-    raise ValueError("truncated varint")
 
 
 class _Budget:
