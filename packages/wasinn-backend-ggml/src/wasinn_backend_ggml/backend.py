@@ -55,10 +55,12 @@ from wasinn_backend_ggml.scoring import gpu_offload
 log = logging.getLogger("wasinn.ggml")
 llama_log = logging.getLogger("wasinn.ggml.llama")
 
-# The metadata is optional: a component guest may compute with a prompt alone.
+# The text convention of docs/components.md. A component guest names its inputs "0"/"prompt" and
+# "1"/"metadata" (the options JSON; optional: a prompt alone is a valid compute); the outputs are
+# named "0" (the reply) and "1" (the metadata JSON), as WACS names its GGUF reply "0".
 INPUTS = (TensorSpec("prompt", TensorType.U8, (None,), any_length=True),
           TensorSpec("metadata", TensorType.U8, (None,), any_length=True, optional=True))
-OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", TensorType.U8, (None,)))
+OUTPUTS = (TensorSpec("0", TensorType.U8, (None,)), TensorSpec("1", TensorType.U8, (None,)))
 MIROSTAT_TAU, MIROSTAT_M = 5.0, 100  # llama-cpp-python's (WasmEdge has no key for tau)
 DRY_SEQ_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's defaults
 #: Tensors of a classifier head: rank pooling (reranking) needs one (llama.cpp aborts without).
