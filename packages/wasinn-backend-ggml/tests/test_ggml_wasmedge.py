@@ -291,3 +291,55 @@ def test_vision_is_refused_precisely(guest: TrampolineGuest, options: dict[str, 
     assert "vision (a multimodal projector and an image) is not supported" in caplog.text
     # an empty value (what a text-only guest may send) is no request for vision
     assert set_bytes(guest, ctx, 1, json.dumps({"mmproj": "", "image": ""}).encode()) == 0
+
+
+def test_vision_refusal_is_wasinns_not_the_runtimes(guest: TrampolineGuest, tiny: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """llama-cpp-python's mtmd bindings encode an image into a raw llama_context with a projector the
+    test writes (so vision is within reach of the runtime); a guest naming that same projector is
+    still refused, with the reason (docs/backends/ggml.md, Vision)."""
+    import ctypes
+
+    from llama_cpp import _internals
+    from llama_cpp import mtmd_cpp as mtmd
+    from wasinn_backend_ggml.testing import write_tiny_mmproj
+
+    mmproj = write_tiny_mmproj(tmp_path / "mmproj.gguf")
+    model = _internals.LlamaModel(path_model=str(tiny), params=llama_cpp.llama_model_default_params(), verbose=False)
+    params = mtmd.mtmd_context_params_default()
+    params.use_gpu, params.print_timings, params.n_threads = False, False, 1
+    vision = mtmd.mtmd_init_from_file(str(mmproj).encode(), model.model, params)
+    assert vision and mtmd.mtmd_support_vision(vision)
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = cparams.n_batch = 128
+    context = _internals.LlamaContext(model=model, params=cparams, verbose=False)
+    bitmap = mtmd.mtmd_bitmap_init(16, 16, (ctypes.c_ubyte * (16 * 16 * 3))(*([128] * (16 * 16 * 3))))
+    chunks = mtmd.mtmd_input_chunks_init()
+    try:
+        text = mtmd.mtmd_input_text()
+        text.text = b"describe " + mtmd.mtmd_default_marker() + b" now"
+        text.add_special = text.parse_special = True
+        bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+        assert mtmd.mtmd_tokenize(vision, chunks, ctypes.byref(text), bitmaps, 1) == 0
+        kinds = [mtmd.mtmd_input_chunk_get_type(mtmd.mtmd_input_chunks_get(chunks, i))
+                 for i in range(mtmd.mtmd_input_chunks_size(chunks))]
+        assert kinds == [mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT, mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE,
+                         mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT]
+        image = mtmd.mtmd_input_chunks_get(chunks, 1)
+        assert mtmd.mtmd_input_chunk_get_n_tokens(image) == 16  # (32 / 8)**2 patches
+        n_past = llama_cpp.llama_pos(0)
+        assert mtmd.mtmd_helper_eval_chunk_single(vision, context.ctx, image, 0, 0, 128, False,
+                                                  ctypes.byref(n_past)) == 0
+        assert n_past.value == 16
+    finally:
+        mtmd.mtmd_input_chunks_free(chunks)
+        mtmd.mtmd_bitmap_free(bitmap)
+        mtmd.mtmd_free(vision)
+        context.close()
+        model.close()
+
+    assert guest.load_by_name("default", json.dumps({"mmproj": str(mmproj)})).errno == UNSUPPORTED_OPERATION
+    ctx = open_context(guest, GREEDY)
+    assert set_bytes(guest, ctx, 1, json.dumps({"mmproj": str(mmproj), "image": "a.png"}).encode()) \
+        == UNSUPPORTED_OPERATION
+    assert "host file paths chosen by the guest" in caplog.text

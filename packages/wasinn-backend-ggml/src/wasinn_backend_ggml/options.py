@@ -162,8 +162,8 @@ WASMEDGE_KEYS: dict[str, Key] = {
                        "device"),
     "embedding": _h("embedding", "llama_context_params.embeddings", "compute returns the prompt's embedding"),
     "split-mode": _i("llama_model_params.split_mode", "a single device is used"),
-    "mmproj": _i("mtmd / clip", "vision: a non-empty value is refused (unsupported_operation): llama-cpp-python "
-                 "0.3.16 does not bind llama.cpp's mtmd for a raw context"),
+    "mmproj": _i("mtmd / clip", "vision: a non-empty value is refused (unsupported_operation): a host path "
+                 "chosen by the guest; not implemented yet (docs: Vision)"),
     "tts": _i("-", _TTS),
     "model-vocoder": _i("-", _TTS),
     "tts-output-file": _i("-", _TTS),
@@ -315,9 +315,10 @@ WASMEDGE_KEYS: dict[str, Key] = {
 }
 #: Vision: refused (unsupported_operation) when given a value, rather than answered without the image.
 VISION_KEYS = ("mmproj", "image")
-VISION_REFUSAL = ("vision (a multimodal projector and an image) is not supported: llama-cpp-python 0.3.16 binds "
-                  "llava's clip only through its chat handlers, not for a raw llama_context, and not llama.cpp's "
-                  "mtmd library that WasmEdge uses")
+VISION_REFUSAL = ("vision (a multimodal projector and an image) is not supported by wasinn yet: WasmEdge's mmproj "
+                  "and image are host file paths chosen by the guest, which wasinn does not open, and images "
+                  "decoded inside llama.cpp are not yet bounded against hostile files (llama-cpp-python's mtmd "
+                  "bindings could run it on a raw context)")
 _FIELD_KEYS = {key.replace("-", "_"): key for key, k in WASMEDGE_KEYS.items() if k.field}
 
 
