@@ -318,6 +318,8 @@ def test_vision_refusal_is_wasinns_not_the_runtimes(guest: TrampolineGuest, tiny
     try:
         text = mtmd.mtmd_input_text()
         text.text = b"describe " + mtmd.mtmd_default_marker() + b" now"
+        if any(name == "text_len" for name, *_ in mtmd.mtmd_input_text._fields_):  # newer mtmd (0.3.36)
+            text.text_len = len(text.text)
         text.add_special = text.parse_special = True
         bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
         assert mtmd.mtmd_tokenize(vision, chunks, ctypes.byref(text), bitmaps, 1) == 0
