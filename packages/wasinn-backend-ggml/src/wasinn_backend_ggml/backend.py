@@ -596,8 +596,9 @@ class GgmlBackend:
         # temperature) are added, at llama.cpp's common_sampler positions, only when asked for.
         llama = self.llama
         sampler = self.internals.LlamaSampler()
-        # llama-cpp-python 0.3.36's samplers take the vocabulary size for penalties and no longer
-        # n_ctx_train for DRY; 0.3.16's the other way round (still accepted: shared dev envs).
+        # llama-cpp-python 0.3.36 (the pin) takes the vocabulary size for penalties and no longer
+        # n_ctx_train for DRY; 0.3.16 the other way round (still accepted, for environments built
+        # before the pin moved).
         vocab_first = [graph.model.n_vocab()] if self._penalties_take_n_vocab else []
         sampler.add_penalties(*vocab_first, options.last_n_penalty, options.repeat_penalty,
                               options.frequency_penalty, options.presence_penalty)
