@@ -9,6 +9,8 @@ Toolchains (from PyPI: ``pip install componentize-py==PINNED_COMPONENTIZE_PY was
 
 * ``digits`` is Python, made a component by componentize-py from the world ``wasinn:guest/ml-command``
   (``packages/wasinn-core/src/wasinn/component/wit``). It embeds CPython, hence its size (about 18 MB).
+* ``llm`` is Python too (the same world): a prompt to a GGUF model with the text convention of
+  docs/components.md, the reply on stdout (tests/component/test_component_llm.py).
 * ``probe`` is C (clang for wasm32, no libc: the canonical ABI written out by hand, see probe.c),
   made a component by ``wasm-tools component embed`` + ``component new`` from the world
   ``wasinn:guest/probe``; a few kB, so the core tests can instantiate it quickly. Byte-identical
@@ -47,12 +49,20 @@ def run(cmd: list[str], cwd: Path | None = None) -> None:
     subprocess.run(cmd, check=True, cwd=cwd)
 
 
-def build_digits(out: Path) -> Path:
-    target = out / "digits" / "digits.wasm"
+def build_python(name: str, out: Path) -> Path:
+    target = out / name / f"{name}.wasm"
     target.parent.mkdir(parents=True, exist_ok=True)
     run([tool("componentize-py"), "-d", str(WIT), "-w", "ml-command", "componentize",
-         "-p", str(HERE / "digits"), "app", "-o", str(target)])
+         "-p", str(HERE / name), "app", "-o", str(target)])
     return target
+
+
+def build_digits(out: Path) -> Path:
+    return build_python("digits", out)
+
+
+def build_llm(out: Path) -> Path:
+    return build_python("llm", out)
 
 
 def build_probe(out: Path) -> Path:
@@ -71,13 +81,14 @@ def build_probe(out: Path) -> Path:
     return target
 
 
-BUILDERS = {"digits": build_digits, "probe": build_probe}
+BUILDERS = {"digits": build_digits, "llm": build_llm, "probe": build_probe}
+PYTHON_GUESTS = ("digits", "llm")
 
 
 def same(name: str, built: Path, committed: Path) -> bool:
-    """probe: byte-identical. digits: componentize-py snapshots a running CPython, whose bytes differ
-    from build to build, so the check is that both have the same component interface (WIT)."""
-    if name != "digits":
+    """probe: byte-identical. digits, llm: componentize-py snapshots a running CPython, whose bytes
+    differ from build to build, so the check is that both have the same component interface (WIT)."""
+    if name not in PYTHON_GUESTS:
         return filecmp.cmp(built, committed, shallow=False)
 
     def wit(path: Path) -> str:

@@ -61,6 +61,24 @@ class Native:
                 break
         return Result(out, pieces, len(tokens), llm.n_ctx())
 
+    def filling(self, prompt: bytes, ctx_size: int, room: int) -> bytes:
+        """``prompt`` and as many commas (one byte token each) as leave ``room`` cells of the context
+        llama.cpp makes of ``ctx_size``: it rounds the size up (0.3.16 made 40 into 64, 0.3.36 makes
+        any size under 256 into 256), so a test that fills the context asks the runtime its size."""
+        llm = self.llama(ctx_size=ctx_size)
+        target = llm.n_ctx() - room
+        filled = prompt
+        while len(llm.tokenize(filled, add_bos=True, special=True)) < target:
+            filled += b","
+        assert len(llm.tokenize(filled, add_bos=True, special=True)) == target
+        return filled
+
+    def n_ctx(self, ctx_size: int) -> int:
+        """The context llama.cpp makes of ``ctx_size`` (rounded up). Generate natively with that size:
+        llama-cpp-python 0.3.36's ``Llama`` sizes its token buffer by the size asked for, not the
+        context it got, and fails past it."""
+        return int(self.llama(ctx_size=ctx_size).n_ctx())
+
     def raw_embedding(self, prompt: str, *, ctx_size: int = 128,
                       pooling: int = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED) -> list[float]:
         """Llama.embed's vector, not normalised; with no pooling (what a model that declares none

@@ -114,9 +114,10 @@ def test_end_of_sequence_token_ends_the_answer(tmp_path: Path, native: Native) -
 
 
 def test_context_full(guest: TrampolineGuest, native: Native) -> None:
+    prompt = native.filling(PROMPT, 40, room=24)
     ctx = open_context(guest, {"temp": 0.0, "ctx-size": 40})
-    set_bytes(guest, ctx, 0, PROMPT)
-    expected = native.generate(PROMPT, 1000, ctx_size=40)
+    set_bytes(guest, ctx, 0, prompt)
+    expected = native.generate(prompt, 1000, ctx_size=native.n_ctx(40))
     assert guest.compute(ctx).errno == CONTEXT_FULL
     # as in WasmEdge, the text generated until the context filled is still output 0
     assert guest.get_output_bytes(ctx, 0)[1] == expected.text
@@ -125,24 +126,25 @@ def test_context_full(guest: TrampolineGuest, native: Native) -> None:
     assert errno == CONTEXT_FULL and pieces == expected.pieces
 
 
-def test_prompt_too_long(guest: TrampolineGuest, caplog: pytest.LogCaptureFixture) -> None:
-    ctx = open_context(guest, {"ctx-size": 8})  # llama.cpp makes that 32 tokens: still too few
-    set_bytes(guest, ctx, 0, PROMPT * 2)
+def test_prompt_too_long(guest: TrampolineGuest, native: Native, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = open_context(guest, {"ctx-size": 8})  # llama.cpp rounds that up (32, or 256): still too few
+    set_bytes(guest, ctx, 0, native.filling(PROMPT, 8, room=-10))
     assert guest.compute(ctx).errno == PROMPT_TOO_LONG
     assert guest.compute_single(ctx).errno == PROMPT_TOO_LONG
-    assert "the context holds 32" in caplog.text
+    assert f"the context holds {native.n_ctx(8)}" in caplog.text
 
 
 def test_metadata_updates_options_mid_session(guest: TrampolineGuest, native: Native) -> None:
+    prompt = native.filling(PROMPT, 40, room=24)
     ctx = open_context(guest, GREEDY)
-    set_bytes(guest, ctx, 0, PROMPT)
+    set_bytes(guest, ctx, 0, prompt)
     assert set_bytes(guest, ctx, 1, json.dumps({"n-predict": 3}).encode()) == 0
     assert guest.compute(ctx).ok
-    assert guest.get_output_bytes(ctx, 0)[1] == native.generate(PROMPT, 3).text
+    assert guest.get_output_bytes(ctx, 0)[1] == native.generate(prompt, 3, ctx_size=native.n_ctx(128)).text
     # a context-level change (ctx-size) re-creates the llama context
     set_bytes(guest, ctx, 1, json.dumps({"ctx-size": 40, "n-predict": -1}).encode())
     assert guest.compute(ctx).errno == CONTEXT_FULL
-    assert guest.get_output_bytes(ctx, 0)[1] == native.generate(PROMPT, 1000, ctx_size=40).text
+    assert guest.get_output_bytes(ctx, 0)[1] == native.generate(prompt, 1000, ctx_size=native.n_ctx(40)).text
 
 
 def test_set_input_twice_replaces_the_prompt(guest: TrampolineGuest, native: Native) -> None:

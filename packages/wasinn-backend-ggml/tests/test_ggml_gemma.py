@@ -2,7 +2,8 @@
 writes the 253 MB GGUF; Gemma is provided under Google's Gemma Terms of Use, see the backend's
 README). Our C guest (guests/llm-chat) run by ``wasinn run --nn-preload``, each output compared with
 llama-cpp-python called natively with the same options: greedy text, grammar- and schema-constrained
-output that must parse and validate, normalised embeddings.
+output that must parse and validate, normalised embeddings; and the component guest
+(guests/component/llm) for greedy text.
 
 Skipped when the package is not installed, except in the tox env ``ggml-gemma``
 (``WASINN_REQUIRE_GEMMA=1``), where a missing model fails.
@@ -26,6 +27,7 @@ import pytest
 from ggml_native import reference_normalize
 
 GUEST = Path(__file__).resolve().parents[3] / "guests" / "llm-chat" / "llm-chat.wasm"
+COMPONENT = Path(__file__).resolve().parents[3] / "guests" / "component" / "llm" / "llm.wasm"
 THREADS = 2
 PROMPT = "<start_of_turn>user\nWrite one short sentence about cats.<end_of_turn>\n<start_of_turn>model\n"
 JSON_PROMPT = ("<start_of_turn>user\nDescribe a person as JSON with a name and an age.<end_of_turn>\n"
@@ -79,6 +81,17 @@ def test_greedy_text_equals_native(gemma: Path, native_gemma: llama_cpp.Llama, m
     expected = native_generate(native_gemma, PROMPT, 24)
     assert expected  # the model says something
     assert run.stdout == expected
+
+
+def test_component_guest_greedy_text_equals_native(gemma: Path, native_gemma: llama_cpp.Llama) -> None:
+    """The componentize-py guest (wasi:nn WIT, docs/components.md's text convention): the options
+    as input 1, the reply as output 0, the same bytes as native."""
+    options = {"temp": 0.0, "ctx-size": 512, "threads": THREADS, "threads-batch": THREADS, "n-predict": 24}
+    run = subprocess.run([sys.executable, "-m", "wasinn", "run", "-q", "--nn-preload", f"default:GGML:AUTO:{gemma}",
+                          str(COMPONENT), "--options", json.dumps(options), PROMPT],
+                         capture_output=True, timeout=600, check=False, env={**os.environ, "WASINN_BACKENDS": "ggml"})
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    assert run.stdout == native_generate(native_gemma, PROMPT, 24)
 
 
 def test_json_schema_output_parses_and_validates(gemma: Path, native_gemma: llama_cpp.Llama) -> None:

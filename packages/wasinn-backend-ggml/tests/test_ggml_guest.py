@@ -72,9 +72,10 @@ def test_preload_builder(tiny: Path, native: Native) -> None:
 
 def test_context_full_keeps_the_text(tiny: Path, native: Native) -> None:
     config = json.dumps({"temp": 0.0, "ctx-size": 40})
-    expected = native.generate(PROMPT.encode(), 1000, ctx_size=40).text
+    prompt = native.filling(PROMPT.encode(), 40, room=24)
+    expected = native.generate(prompt, 1000, ctx_size=native.n_ctx(40)).text
     for mode in ("chat", "stream"):
-        run = wasinn_run(tiny, "--mode", mode, "--config", config, "--prompt", PROMPT)
+        run = wasinn_run(tiny, "--mode", mode, "--config", config, "--prompt", prompt.decode())
         assert run.returncode == 0, run.stderr.decode(errors="replace")
         assert b"context full" in run.stderr
         assert run.stdout == expected

@@ -18,10 +18,13 @@ import jsonschema
 import llama_cpp
 import numpy as np
 import pytest
+from conftest import WASMEDGE_FUNCTIONS
 from ggml_native import Native
 from test_ggml_backend import GREEDY, PROMPT, metadata, open_context, set_bytes
 from wasinn_backend_ggml import options as ggml_options
+from wasinn_backend_ggml.testing import TinyLlama, write_tiny_llama
 
+import wasinn
 from wasinn.testing.guest import TrampolineGuest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -192,7 +195,7 @@ def test_sampling_keys_llama_cpp_python_exposes_match_native(guest: TrampolineGu
                                    {"dynatemp-range": 0.5, "dynatemp-exponent": 1.2},
                                    {"dry-multipier": 0.8, "dry-base": 1.75, "dry-allowed-length": 2},
                                    {"ignore-eos": True}, {"cache-type-k": 0, "cache-type-v": 0},
-                                   {"cache-type-k": 8}, {"flash-attn": "on", "cache-type-v": 8},
+                                   {"cache-type-k": 8},
                                    {"rope-freq-base": 5000.0, "rope-freq-scale": 0.5, "yarn-ext-factor": 0.0},
                                    {"threads-batch": 1, "threads": 1}])
 def test_other_sampling_and_context_keys_are_honoured(guest: TrampolineGuest, extra: dict[str, Any]) -> None:
@@ -200,6 +203,24 @@ def test_other_sampling_and_context_keys_are_honoured(guest: TrampolineGuest, ex
     set_bytes(guest, ctx, 0, PROMPT)
     assert guest.compute(ctx).ok
     assert metadata(guest, ctx)["output_tokens"] == 12
+
+
+@pytest.mark.parametrize("extra", [{"flash-attn": "on", "cache-type-v": 8},
+                                   {"flash-attn": "on", "cache-type-k": 8, "cache-type-v": 8}])
+def test_flash_attention_with_quantized_caches(tmp_path: Path, extra: dict[str, Any]) -> None:
+    # q8_0 blocks are 32 values: newer llama.cpp (0.3.36) refuses them for the tiny model's 16-wide
+    # heads, so this model has 32-wide ones
+    model = write_tiny_llama(tmp_path / "wide-heads.gguf", TinyLlama(n_head=2, n_head_kv=1))
+    with wasinn.WasiNnHost() as host:
+        host.register_model("default", model)
+        guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+        try:
+            ctx = open_context(guest, {"temp": 0.7, "seed": 3, "ctx-size": 128, "n-predict": 12, **extra})
+            set_bytes(guest, ctx, 0, PROMPT)
+            assert guest.compute(ctx).ok
+            assert metadata(guest, ctx)["output_tokens"] == 12
+        finally:
+            guest.close()
 
 
 @pytest.mark.parametrize(("key", "value"), [("cache-type-k", 15), ("flash-attn", "maybe"), ("mirostat", 3),
@@ -291,3 +312,57 @@ def test_vision_is_refused_precisely(guest: TrampolineGuest, options: dict[str, 
     assert "vision (a multimodal projector and an image) is not supported" in caplog.text
     # an empty value (what a text-only guest may send) is no request for vision
     assert set_bytes(guest, ctx, 1, json.dumps({"mmproj": "", "image": ""}).encode()) == 0
+
+
+def test_vision_refusal_is_wasinns_not_the_runtimes(guest: TrampolineGuest, tiny: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """llama-cpp-python's mtmd bindings encode an image into a raw llama_context with a projector the
+    test writes (so vision is within reach of the runtime); a guest naming that same projector is
+    still refused, with the reason (docs/backends/ggml.md, Vision)."""
+    import ctypes
+
+    from llama_cpp import _internals
+    from llama_cpp import mtmd_cpp as mtmd
+    from wasinn_backend_ggml.testing import write_tiny_mmproj
+
+    mmproj = write_tiny_mmproj(tmp_path / "mmproj.gguf")
+    model = _internals.LlamaModel(path_model=str(tiny), params=llama_cpp.llama_model_default_params(), verbose=False)
+    params = mtmd.mtmd_context_params_default()
+    params.use_gpu, params.print_timings, params.n_threads = False, False, 1
+    vision = mtmd.mtmd_init_from_file(str(mmproj).encode(), model.model, params)
+    assert vision and mtmd.mtmd_support_vision(vision)
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = cparams.n_batch = 128
+    context = _internals.LlamaContext(model=model, params=cparams, verbose=False)
+    bitmap = mtmd.mtmd_bitmap_init(16, 16, (ctypes.c_ubyte * (16 * 16 * 3))(*([128] * (16 * 16 * 3))))
+    chunks = mtmd.mtmd_input_chunks_init()
+    try:
+        text = mtmd.mtmd_input_text()
+        text.text = b"describe " + mtmd.mtmd_default_marker() + b" now"
+        if any(name == "text_len" for name, *_ in mtmd.mtmd_input_text._fields_):  # newer mtmd (0.3.36)
+            text.text_len = len(text.text)
+        text.add_special = text.parse_special = True
+        bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+        assert mtmd.mtmd_tokenize(vision, chunks, ctypes.byref(text), bitmaps, 1) == 0
+        kinds = [mtmd.mtmd_input_chunk_get_type(mtmd.mtmd_input_chunks_get(chunks, i))
+                 for i in range(mtmd.mtmd_input_chunks_size(chunks))]
+        assert kinds == [mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT, mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE,
+                         mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT]
+        image = mtmd.mtmd_input_chunks_get(chunks, 1)
+        assert mtmd.mtmd_input_chunk_get_n_tokens(image) == 16  # (32 / 8)**2 patches
+        n_past = llama_cpp.llama_pos(0)
+        assert mtmd.mtmd_helper_eval_chunk_single(vision, context.ctx, image, 0, 0, 128, False,
+                                                  ctypes.byref(n_past)) == 0
+        assert n_past.value == 16
+    finally:
+        mtmd.mtmd_input_chunks_free(chunks)
+        mtmd.mtmd_bitmap_free(bitmap)
+        mtmd.mtmd_free(vision)
+        context.close()
+        model.close()
+
+    assert guest.load_by_name("default", json.dumps({"mmproj": str(mmproj)})).errno == UNSUPPORTED_OPERATION
+    ctx = open_context(guest, GREEDY)
+    assert set_bytes(guest, ctx, 1, json.dumps({"mmproj": str(mmproj), "image": "a.png"}).encode()) \
+        == UNSUPPORTED_OPERATION
+    assert "host file paths chosen by the guest" in caplog.text

@@ -19,6 +19,7 @@ import codecs
 import contextlib
 import ctypes
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -55,10 +56,12 @@ from wasinn_backend_ggml.scoring import gpu_offload
 log = logging.getLogger("wasinn.ggml")
 llama_log = logging.getLogger("wasinn.ggml.llama")
 
-# The metadata is optional: a component guest may compute with a prompt alone.
+# The text convention of docs/components.md. A component guest names its inputs "0"/"prompt" and
+# "1"/"metadata" (the options JSON; optional: a prompt alone is a valid compute); the outputs are
+# named "0" (the reply) and "1" (the metadata JSON), as WACS names its GGUF reply "0".
 INPUTS = (TensorSpec("prompt", TensorType.U8, (None,), any_length=True),
           TensorSpec("metadata", TensorType.U8, (None,), any_length=True, optional=True))
-OUTPUTS = (TensorSpec("text", TensorType.U8, (None,)), TensorSpec("metadata", TensorType.U8, (None,)))
+OUTPUTS = (TensorSpec("0", TensorType.U8, (None,)), TensorSpec("1", TensorType.U8, (None,)))
 MIROSTAT_TAU, MIROSTAT_M = 5.0, 100  # llama-cpp-python's (WasmEdge has no key for tau)
 DRY_SEQ_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's defaults
 #: Tensors of a classifier head: rank pooling (reranking) needs one (llama.cpp aborts without).
@@ -299,6 +302,7 @@ class GgmlBackend:
         self.llama = llama_cpp
         self.internals = _internals
         self.version = runtime_version() or getattr(llama_cpp, "__version__", "?")
+        self._penalties_take_n_vocab = "n_vocab" in inspect.signature(_internals.LlamaSampler.add_penalties).parameters
         # llama.cpp logs to stderr by default: route it to Python logging (debug) instead.
         self._grammars: dict[tuple[str, str], str] = {}
         self._log_callback = llama_cpp.llama_log_callback(self._on_llama_log)
@@ -479,7 +483,12 @@ class GgmlBackend:
         params.yarn_orig_ctx = options.yarn_orig_ctx
         params.type_k, params.type_v = options.cache_type_k, options.cache_type_v
         params.offload_kqv = not options.no_kv_offload
-        params.flash_attn = FLASH_ATTN[options.flash_attn]
+        if any(name == "flash_attn_type" for name, *_ in type(params)._fields_):
+            # newer llama.cpp (llama-cpp-python 0.3.36): an enum whose default is auto, not off;
+            # setting the old bool there would add a Python attribute and change nothing
+            params.flash_attn_type = 1 if FLASH_ATTN[options.flash_attn] else 0
+        else:
+            params.flash_attn = FLASH_ATTN[options.flash_attn]
         try:
             cstate.llama_ctx = self.internals.LlamaContext(model=graph.model, params=params, verbose=False)
             cstate.n_batch = max(n_batch, 1)
@@ -587,10 +596,15 @@ class GgmlBackend:
         # temperature) are added, at llama.cpp's common_sampler positions, only when asked for.
         llama = self.llama
         sampler = self.internals.LlamaSampler()
-        sampler.add_penalties(options.last_n_penalty, options.repeat_penalty, options.frequency_penalty,
-                              options.presence_penalty)
+        # llama-cpp-python 0.3.36 (the pin) takes the vocabulary size for penalties and no longer
+        # n_ctx_train for DRY; 0.3.16 the other way round (still accepted, for environments built
+        # before the pin moved).
+        vocab_first = [graph.model.n_vocab()] if self._penalties_take_n_vocab else []
+        sampler.add_penalties(*vocab_first, options.last_n_penalty, options.repeat_penalty,
+                              options.frequency_penalty, options.presence_penalty)
         if options.dry_multipier > 0:
-            sampler.add_dry(graph.model, graph.model.n_ctx_train(), options.dry_multipier, options.dry_base,
+            n_ctx_train = [] if self._penalties_take_n_vocab else [graph.model.n_ctx_train()]
+            sampler.add_dry(graph.model, *n_ctx_train, options.dry_multipier, options.dry_base,
                             options.dry_allowed_length, options.dry_last_n_penalty, list(DRY_SEQ_BREAKERS))
         constrained = self._grammar_sampler(graph, options)
         if constrained is not None:

@@ -116,8 +116,8 @@ _TYPES: dict[str, type] = {f.name: _KINDS[str(f.type)] for f in fields(Options)}
 CACHE_TYPES = {0: 4.0, 1: 2.0, 30: 2.0, 8: 34 / 32, 2: 18 / 32, 3: 20 / 32, 6: 22 / 32, 7: 24 / 32, 20: 18 / 32}
 CACHE_TYPE_NAMES = {0: "f32", 1: "f16", 30: "bf16", 8: "q8_0", 2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1",
                     20: "iq4_nl"}
-#: WasmEdge's flash-attn spellings -> whether flash attention is on (llama-cpp-python 0.3.16 has a
-#: boolean; "auto" is off, llama-cpp-python's default).
+#: WasmEdge's flash-attn spellings -> whether flash attention is on ("auto" is off, as llama-cpp-python's
+#: Llama defaults to; llama.cpp's own default, auto, may turn it on and change results slightly).
 FLASH_ATTN = {"on": True, "enabled": True, "off": False, "disabled": False, "auto": False}
 
 
@@ -162,8 +162,8 @@ WASMEDGE_KEYS: dict[str, Key] = {
                        "device"),
     "embedding": _h("embedding", "llama_context_params.embeddings", "compute returns the prompt's embedding"),
     "split-mode": _i("llama_model_params.split_mode", "a single device is used"),
-    "mmproj": _i("mtmd / clip", "vision: a non-empty value is refused (unsupported_operation): llama-cpp-python "
-                 "0.3.16 does not bind llama.cpp's mtmd for a raw context"),
+    "mmproj": _i("mtmd / clip", "vision: a non-empty value is refused (unsupported_operation): a host path "
+                 "chosen by the guest; not implemented yet (docs: Vision)"),
     "tts": _i("-", _TTS),
     "model-vocoder": _i("-", _TTS),
     "tts-output-file": _i("-", _TTS),
@@ -279,7 +279,8 @@ WASMEDGE_KEYS: dict[str, Key] = {
     "input-prefix-bos": _i("-", _CLI),
     "use-mlock": _h("use_mlock", "llama_model_params.use_mlock", "model-level (load)"),
     "use-mmap": _h("use_mmap", "llama_model_params.use_mmap", "model-level (load)"),
-    "load-mode": _i("llama_model_params.load_mode", "newer llama.cpp than 0.3.16 binds; use use-mmap / use-mlock"),
+    "load-mode": _i("llama_model_params.load_mode", "bound from llama-cpp-python 0.3.36 on, not honoured yet; "
+                                                   "use use-mmap / use-mlock"),
     "verbose-prompt": _i("-", _CLI), "display-prompt": _i("-", _CLI),
     "no-kv-offload": _h("no_kv_offload", "llama_context_params.offload_kqv", "no effect on the CPU"),
     "warmup": _i("-", "llama-cpp-python does no warm-up run"),
@@ -315,9 +316,10 @@ WASMEDGE_KEYS: dict[str, Key] = {
 }
 #: Vision: refused (unsupported_operation) when given a value, rather than answered without the image.
 VISION_KEYS = ("mmproj", "image")
-VISION_REFUSAL = ("vision (a multimodal projector and an image) is not supported: llama-cpp-python 0.3.16 binds "
-                  "llava's clip only through its chat handlers, not for a raw llama_context, and not llama.cpp's "
-                  "mtmd library that WasmEdge uses")
+VISION_REFUSAL = ("vision (a multimodal projector and an image) is not supported by wasinn yet: WasmEdge's mmproj "
+                  "and image are host file paths chosen by the guest, which wasinn does not open, and images "
+                  "decoded inside llama.cpp are not yet bounded against hostile files (llama-cpp-python's mtmd "
+                  "bindings could run it on a raw context)")
 _FIELD_KEYS = {key.replace("-", "_"): key for key, k in WASMEDGE_KEYS.items() if k.field}
 
 

@@ -129,3 +129,61 @@ def write_tiny_llama(path: str | Path, spec: TinyLlama = TinyLlama(), *, tokens:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_tiny_mmproj(path: str | Path, *, n_embd_text: int = 64, image_size: int = 32, patch_size: int = 8,
+                      n_embd: int = 32, n_ff: int = 64, n_head: int = 4, n_layer: int = 1, seed: int = 0) -> Path:
+    """Write a random llava-style multimodal projector (CLIP vision encoder + MLP projector, GGUF
+    architecture ``clip``, projector type ``mlp``) whose output width is ``n_embd_text``: llama.cpp's
+    mtmd accepts it for the tiny llama (an image becomes ``(image_size / patch_size)**2`` tokens)."""
+    import gguf
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "clip")
+
+    def weight(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+
+    def norm(name: str, n: int) -> None:
+        writer.add_tensor(f"{name}.weight", np.ones(n, np.float32))
+        weight(f"{name}.bias", n)
+
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_llava_projector", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_uint32("clip.vision.image_size", image_size)
+    writer.add_uint32("clip.vision.patch_size", patch_size)
+    writer.add_uint32("clip.vision.embedding_length", n_embd)
+    writer.add_uint32("clip.vision.feed_forward_length", n_ff)
+    writer.add_uint32("clip.vision.projection_dim", n_embd_text)
+    writer.add_uint32("clip.vision.attention.head_count", n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    writer.add_uint32("clip.vision.block_count", n_layer)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    writer.add_uint32("general.file_type", 0)
+    weight("v.patch_embd.weight", n_embd, 3, patch_size, patch_size)
+    weight("v.class_embd", n_embd)
+    weight("v.position_embd.weight", (image_size // patch_size) ** 2 + 1, n_embd)
+    norm("v.pre_ln", n_embd)
+    for i in range(n_layer):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            weight(f"v.blk.{i}.{name}.weight", n_embd, n_embd)
+            weight(f"v.blk.{i}.{name}.bias", n_embd)
+        norm(f"v.blk.{i}.ln1", n_embd)
+        norm(f"v.blk.{i}.ln2", n_embd)
+        weight(f"v.blk.{i}.ffn_up.weight", n_ff, n_embd)
+        weight(f"v.blk.{i}.ffn_up.bias", n_ff)
+        weight(f"v.blk.{i}.ffn_down.weight", n_embd, n_ff)
+        weight(f"v.blk.{i}.ffn_down.bias", n_embd)
+    weight("mm.0.weight", n_embd_text, n_embd)
+    weight("mm.0.bias", n_embd_text)
+    weight("mm.2.weight", n_embd_text, n_embd_text)
+    weight("mm.2.bias", n_embd_text)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
