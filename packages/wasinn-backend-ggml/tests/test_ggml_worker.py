@@ -52,8 +52,10 @@ def test_tokens_stream_through_a_worker_as_in_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ctx_size", [1 << 20, 1 << 30])
 def test_a_huge_context_is_refused_in_the_worker(tmp_path: Path, ctx_size: int) -> None:
     model = write_tiny_llama(tmp_path / "tiny.gguf", metadata={"llama.context_length": (ctx_size, "u32")}).read_bytes()
-    with wasinn.WasiNnHost(limits=Limits(max_context_tokens=1 << 30, max_runtime_bytes_per_context=1 << 40,
-                                         max_runtime_bytes_per_store=1 << 40, worker_memory_bytes=256 << 20)) as host:
+    # Only the worker's memory cap stands between the guest and a huge KV cache here: never in-process.
+    with wasinn.WasiNnHost(limits=Limits(guest_models="isolate", max_context_tokens=1 << 30,
+                                         max_runtime_bytes_per_context=1 << 40, max_runtime_bytes_per_store=1 << 40,
+                                         worker_memory_bytes=256 << 20)) as host:
         guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
         graph = guest.load([model])
         errno = graph.errno
