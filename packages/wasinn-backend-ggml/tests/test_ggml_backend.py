@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +353,26 @@ def test_ggml_encoding_and_codes_in_each_numbering(tiny: Path, native: Native, a
         set_bytes(g, ctx, 0, PROMPT)
         assert stream(g, ctx) == (native.generate(PROMPT, 4).pieces, eos)
         g.close()
+
+
+EXIT_CHILD = r"""
+import atexit, sys
+import llama_cpp
+from wasinn_backend_ggml import backend
+calls = []
+backend.GgmlBackend._on_llama_log = staticmethod(lambda *args: calls.append(args[0]))
+ggml = backend.GgmlBackend()  # installs the log callback
+atexit._run_exitfuncs()  # what the interpreter does before it tears itself down
+llama_cpp.Llama(sys.argv[1], verbose=False, n_ctx=128)  # llama.cpp logs while it loads and frees
+print(len(calls))
+"""
+
+
+def test_at_exit_llama_cpp_logs_without_python(tiny: Path) -> None:
+    # A Llama freed while the interpreter shuts down called the backend's Python log callback from a
+    # dying interpreter: SIGSEGV at exit (seen with llama-cpp-python 0.3.36 under pytest). At exit the
+    # backend gives llama.cpp its own C logger back, so no Python runs from llama.cpp after that.
+    done = subprocess.run([sys.executable, "-c", EXIT_CHILD, str(tiny)], capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ, "WASINN_BACKENDS": "ggml"})
+    assert done.returncode == 0, (done.returncode, done.stderr[-1500:])
+    assert done.stdout.split()[-1] == "0", "llama.cpp still called the Python callback after atexit"

@@ -15,6 +15,7 @@ the tokens ``Llama.generate`` gives natively with the same options.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import contextlib
 import ctypes
@@ -294,6 +295,10 @@ def embedding_json(n_embd: int, values: np.ndarray) -> bytes:
     return f'{{"n_embedding": {n_embd}, "embedding": [{",".join(parts)}]}}'.encode()
 
 
+def _restore_llama_logger(llama_cpp: Any) -> None:
+    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), ctypes.c_void_p(0))  # a NULL pointer: the default
+
+
 class GgmlBackend:
     def __init__(self) -> None:
         import llama_cpp
@@ -307,6 +312,10 @@ class GgmlBackend:
         self._grammars: dict[tuple[str, str], str] = {}
         self._log_callback = llama_cpp.llama_log_callback(self._on_llama_log)
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+        # A Llama freed while the interpreter shuts down (any Llama in the process, collected after
+        # atexit) would call this Python callback from a dying interpreter: SIGSEGV at exit. So at
+        # exit llama.cpp gets its own C logger back.
+        atexit.register(_restore_llama_logger, llama_cpp)
 
     @staticmethod
     def _on_llama_log(level: int, text: bytes, data: Any) -> None:
