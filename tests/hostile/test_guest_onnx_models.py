@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "packages" / "wasinn-backend-onnx" / "tests" / "onnx_bomb_models.py"
 sys.path.insert(0, str(WORKER.parent))
 
-from onnx_bomb_models import BOMBS, TEST_LIMITS, MiB  # noqa: E402
+from onnx_bomb_models import BOMBS, TEST_LIMITS, MiB, first_failure  # noqa: E402
 
 TOO_LARGE, UNSUPPORTED = WITX_ERRORS[ErrorCode.TOO_LARGE], WITX_ERRORS[ErrorCode.UNSUPPORTED_OPERATION]
 #: Guest sessions of ONNX Runtime compute in an arena capped at max_runtime_bytes_per_context
@@ -102,22 +102,12 @@ def sweep(backend: str) -> dict[str, dict[str, object]]:
     return results
 
 
-def failure(result: dict[str, object]) -> tuple[str, int]:
-    if result["load"]:
-        return "load", int(result["load"])  # type: ignore[call-overload]
-    for steps in result.get("steps", []):  # type: ignore[attr-defined]
-        for step, errno in steps.items():
-            if errno:
-                return step, int(errno)
-    return "none", 0
-
-
 @pytest.mark.parametrize("variant", sorted(BOMBS))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_guest_onnx_bomb_is_refused_within_bounded_memory(backend: str, variant: str) -> None:
     result = sweep(backend)[variant]
     assert "died" not in result, f"{backend} {variant}: the host died: {result['died']}"
-    step, errno = failure(result)
+    step, errno = first_failure(result)
     start, peak = int(result["hwm_start"]), int(result["hwm_after"])  # type: ignore[call-overload]
     report = f"{backend} {variant}: {step} errno {errno}, peak RSS {peak / 1e6:.0f} MB (+{(peak - start) / 1e6:.0f} MB)"
     print(report)

@@ -47,6 +47,17 @@ class Bomb:
     inputs: Sequence[np.ndarray] = field(default_factory=tuple)
 
 
+def first_failure(result: dict[str, object]) -> tuple[str, int]:
+    """The first step of a worker's RESULT that failed, and its errno (("none", 0) if every step succeeded)."""
+    if result["load"]:
+        return "load", int(result["load"])  # type: ignore[call-overload]
+    for steps in result.get("steps", []):  # type: ignore[attr-defined]
+        for step, errno in steps.items():
+            if errno:
+                return step, int(errno)
+    return "none", 0
+
+
 def _model(nodes: Sequence[onnx.NodeProto], inputs: Sequence[onnx.ValueInfoProto],
            outputs: Sequence[onnx.ValueInfoProto], initializers: Sequence[onnx.TensorProto] = (),
            opset: int = 13, **graph: object) -> bytes:

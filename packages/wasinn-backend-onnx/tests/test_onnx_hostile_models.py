@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from onnx_bomb_models import BOMBS, TEST_LIMITS, MiB, big_output, good_model
+from onnx_bomb_models import BOMBS, TEST_LIMITS, MiB, big_output, first_failure, good_model
 from onnx_test_models import DIGITS_MODEL, LIGHT, LIGHT_MODELS
 
 import wasinn
@@ -59,17 +59,6 @@ def run_bomb(variant: str, backend: str | None = None, timeout: float = 300) -> 
                                             f"{proc.stderr[-3000:]}")
     result: dict[str, object] = json.loads(lines[-1][len("RESULT "):])
     return result
-
-
-def first_failure(result: dict[str, object]) -> tuple[str, int]:
-    """The first step that failed, and its errno (("none", 0) if every step succeeded)."""
-    if result["load"]:
-        return "load", int(result["load"])  # type: ignore[call-overload]
-    for steps in result.get("steps", []):  # type: ignore[attr-defined]
-        for step, errno in steps.items():
-            if errno:
-                return step, int(errno)
-    return "none", 0
 
 
 def check_bomb(result: dict[str, object], expected: int, at_load: bool) -> None:
