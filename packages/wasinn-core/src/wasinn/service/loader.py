@@ -256,7 +256,7 @@ class GraphLoader:
         assert chosen is not None
         if model.from_guest:  # a guest's bytes: in a confined worker, by the policy (wasinn.worker)
             from wasinn.worker import select_backend
-            chosen = select_backend(self.limits, model, chosen, self.code_formats())
+            chosen = select_backend(self.limits, model, chosen)
         started = time.perf_counter()
         progress = self.load_progress(f"loading {model.describe()} on {chosen.name}") if self.load_progress \
             else nullcontext()

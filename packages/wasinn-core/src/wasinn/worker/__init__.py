@@ -92,20 +92,19 @@ def isolation_missing() -> list[str]:
 
 def wanted(limits: Limits, model: ModelDescription) -> bool:
     """Whether ``model`` runs in a worker under ``limits``: a guest's bytes, policy ``isolate``."""
-    return model.from_guest and getattr(limits, "guest_models", "in-process") == "isolate"
+    return model.from_guest and limits.guest_models == "isolate"
 
 
-def select_backend(limits: Limits, model: ModelDescription, chosen: Backend,
-                   code_formats: frozenset[object] = frozenset()) -> Backend:
+def select_backend(limits: Limits, model: ModelDescription, chosen: Backend) -> Backend:
     """The backend that loads ``model``: ``chosen`` itself, or its worker proxy.
 
     Raises ``WasiNnError`` where the policy refuses the model: ``refuse`` for any guest bytes,
-    ``strict_isolation`` where a layer is missing, a code-bearing format outside a worker.
+    ``strict_isolation`` where a layer is missing.
     """
     global _warned
     if not model.from_guest:
         return chosen
-    policy = getattr(limits, "guest_models", "in-process")
+    policy = limits.guest_models
     if policy == "refuse":
         raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, "this host does not load model bytes from a guest "
                                                            "(only the embedder's named models)")
@@ -115,7 +114,7 @@ def select_backend(limits: Limits, model: ModelDescription, chosen: Backend,
         return chosen
     missing = isolation_missing()
     if missing:
-        if getattr(limits, "strict_isolation", False):
+        if limits.strict_isolation:
             log.warning("refused a guest's %s: strict isolation, and this machine cannot apply: %s",
                         model.describe(), "; ".join(missing))
             raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, "this host requires full isolation of a guest's "
@@ -134,20 +133,20 @@ def describe(limits: Limits, model: ModelDescription, backend: str) -> str:
     from wasinn.worker.proxy import _human, memory_cap
     if not model.from_guest:
         return f"{backend}, in-process (the embedder's model)"
-    policy = getattr(limits, "guest_models", "in-process")
+    policy = limits.guest_models
     if policy == "refuse":
         return f"{backend}: refused (a guest's model bytes, --guest-models refuse)"
     if policy != "isolate":
         return f"{backend}, in-process (--guest-models in-process: not isolated)"
     text = f"{backend}, isolated worker, {_human(memory_cap(limits, model.size))} cap"
-    seconds = getattr(limits, "worker_call_seconds", None)
+    seconds = limits.worker_call_seconds
     if seconds:
         text += f", {seconds:g} s per call"
-    cpu = getattr(limits, "worker_cpu_seconds", None)
+    cpu = limits.worker_cpu_seconds
     if cpu:
         text += f", {cpu:g} s CPU per call"
     missing = isolation_missing()
     if missing:
-        text += ("; REFUSED (strict) without " if getattr(limits, "strict_isolation", False) else "; without ") + \
+        text += ("; REFUSED (strict) without " if limits.strict_isolation else "; without ") + \
             ", ".join(m.split(" ")[0] for m in missing)
     return text

@@ -54,7 +54,7 @@ MIN_BUFFER = mmap.PAGESIZE
 def memory_cap(limits: Limits, model_bytes: int) -> int:
     """A worker's memory cap: ``Limits.worker_memory_bytes`` for the runtime, plus twice the model's
     size (the worker's copy of the bytes and the runtime's own)."""
-    return int(getattr(limits, "worker_memory_bytes", 512 * MiB)) + 2 * model_bytes
+    return limits.worker_memory_bytes + 2 * model_bytes
 
 
 def _human(nbytes: int) -> str:
@@ -197,10 +197,8 @@ class WorkerOptions:
     @staticmethod
     def from_limits(limits: Limits) -> WorkerOptions:
         return WorkerOptions(
-            memory_bytes=int(getattr(limits, "worker_memory_bytes", 512 * MiB)),
-            call_seconds=getattr(limits, "worker_call_seconds", 300.0),
-            cpu_seconds=getattr(limits, "worker_cpu_seconds", None),
-            strict=bool(getattr(limits, "strict_isolation", False)))
+            memory_bytes=limits.worker_memory_bytes, call_seconds=limits.worker_call_seconds,
+            cpu_seconds=limits.worker_cpu_seconds, strict=limits.strict_isolation)
 
 
 @dataclass(eq=False)
