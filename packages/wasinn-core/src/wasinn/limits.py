@@ -52,10 +52,9 @@ class Limits:
     allow_guest_code: bool = False
     #: Where the model bytes of a guest's ``load`` run: ``"isolate"`` (a confined worker process per
     #: graph, :mod:`wasinn.worker`), ``"in-process"`` (in the host, as named models do) or ``"refuse"``
-    #: (``unsupported_operation``: only the embedder's named models). ``"in-process"`` is the default
-    #: while isolation is verified with every backend (see docs/isolation.md); choose ``"isolate"`` for
-    #: guests you do not trust.
-    guest_models: GuestModels = "in-process"
+    #: (``unsupported_operation``: only the embedder's named models). ``"isolate"`` is the default:
+    #: a model file is a program for its runtime, and a guest's is untrusted (see docs/isolation.md).
+    guest_models: GuestModels = "isolate"
     #: Memory cap of one worker (``RLIMIT_DATA``) for its runtime, on top of twice the model's size.
     worker_memory_bytes: int = 512 * MiB
     #: Wall-clock deadline of one call into a worker (load, compute ...): past it the worker is killed
