@@ -31,8 +31,10 @@ def _size(nbytes: int) -> str:
 class StoreBudget:
     """The runtime memory one store's contexts hold together."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, source: str = "Limits.max_runtime_bytes_per_store") -> None:
         self.limit = limit
+        #: What sets ``limit``, for the error message (a worker's budget is its memory cap).
+        self.source = source
         self.held = 0
         self.lock = threading.Lock()
 
@@ -73,7 +75,7 @@ class ContextBudget:
             if store is not None and change > 0 and store.held + change > store.limit:
                 raise WasiNnError(ErrorCode.TOO_LARGE, f"{name} needs {_size(nbytes)}: the store's contexts would "
                                                        f"hold {_size(store.held + change)} of runtime memory (limit "
-                                                       f"{_size(store.limit)}, Limits.max_runtime_bytes_per_store)")
+                                                       f"{_size(store.limit)}, {store.source})")
             if nbytes:
                 self._held[name] = nbytes
             else:

@@ -62,6 +62,10 @@ class Limits:
     worker_call_seconds: float | None = 300.0
     #: CPU seconds one call into a worker may use (``RLIMIT_CPU``, whole seconds). ``None``: no cap.
     worker_cpu_seconds: float | None = None
+    #: Start the worker templates of the backends a guest could ``load`` with when the first store is
+    #: made, in the background: the first isolated load is then a fork (milliseconds), not the start
+    #: of an interpreter importing a runtime (hundreds). Off: each template starts at its first load.
+    worker_prestart: bool = True
     #: Refuse a guest's model (``unsupported_operation``) rather than run it in a worker that lacks a
     #: confinement layer this machine cannot apply (see ``wasinn explain``).
     strict_isolation: bool = False

@@ -62,12 +62,24 @@ class GraphLoader:
         self._hardware = hardware
         self._hardware_lock = threading.Lock()
         self._closed = False
+        self._prestarted = False
         #: Optional ``description -> context manager`` wrapped around each backend load (the CLI
         #: shows a progress spinner with it when attached to a terminal).
         self.load_progress: Callable[[str], AbstractContextManager[Any]] | None = None
         if backend is not None and self.registry.get(backend) is None:
             raise ConfigurationError(f"--backend {backend}: no such backend is installed "
                                      f"(installed: {', '.join(self.registry.names) or 'none'})")
+
+    def prestart_workers(self) -> None:
+        """Start the worker templates guests' models will need, in the background (once per host;
+        see ``Limits.worker_prestart``). Called when a store is made."""
+        if self._prestarted:
+            return
+        self._prestarted = True
+        if self.limits.guest_models == "isolate" and self.limits.worker_prestart:
+            from wasinn.worker import prestart
+            forced = self.registry.get(self.forced_backend) if self.forced_backend else None
+            prestart(self.limits, [forced] if forced is not None else self.registry.available())
 
     # -- backends and hardware -----------------------------------------------------------------
     @property

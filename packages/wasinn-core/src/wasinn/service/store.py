@@ -127,6 +127,7 @@ class StoreService:
         self.guest_log = GuestLog()
         # Runs on store.close() and on garbage collection of the store (wasmtime drops its data).
         self._finalizer = weakref.finalize(self, self.tables.release_all)
+        host.prestart_workers()  # a guest may call load next
 
     # -- introspection -------------------------------------------------------------------------
     @property

@@ -53,8 +53,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from wasinn.enums import ErrorCode
+from wasinn.enums import ErrorCode, ModelFormat
 from wasinn.errors import WasiNnError
+from wasinn.formats import CODE_FORMATS
 from wasinn.limits import Limits
 from wasinn.model import ModelDescription
 from wasinn.plugins import Backend
@@ -62,7 +63,7 @@ from wasinn.plugins import Backend
 if TYPE_CHECKING:
     from wasinn.sandbox import Probe
 
-__all__ = ["POLICIES", "describe", "isolation_missing", "select_backend", "wanted"]
+__all__ = ["POLICIES", "describe", "isolation_missing", "prestart", "select_backend", "wanted"]
 
 log = logging.getLogger("wasinn.worker")
 
@@ -125,6 +126,25 @@ def select_backend(limits: Limits, model: ModelDescription, chosen: Backend) -> 
                         "to run them then)", "; ".join(missing))
     from wasinn.worker.proxy import isolated_backend
     return isolated_backend(chosen)
+
+
+def prestart(limits: Limits, backends: list[Backend]) -> None:
+    """Start, in the background, the templates of the backends a guest's ``load`` could be given
+    to: available, local (not ``remote``), and not only for code-bearing formats unless the
+    embedder allows guest code. Called when a store is made (a guest could call ``load`` next)."""
+    if limits.guest_models != "isolate" or not limits.worker_prestart:
+        return
+    candidates = []
+    for backend in backends:
+        formats = set(backend.info.formats if backend.info is not None else ())
+        formats.discard(ModelFormat.REMOTE)
+        if not limits.allow_guest_code:
+            formats -= set(CODE_FORMATS) | set(backend.info.code_formats if backend.info is not None else ())
+        if backend.available and formats:
+            candidates.append(backend)
+    if candidates:
+        from wasinn.worker.proxy import prestart as start
+        start(candidates)
 
 
 def describe(limits: Limits, model: ModelDescription, backend: str) -> str:

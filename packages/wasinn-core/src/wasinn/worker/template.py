@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import logging
 import mmap
 import os
 import signal
@@ -136,6 +137,32 @@ def _worker(fd: int, hooks: dict[str, Callable[..., Any]], read_paths: list[str]
         os._exit(code)
 
 
+class LogRelay(logging.Handler):
+    """Keeps the log records of one call, for the host to write (a worker's stderr goes nowhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[list[Any]] = []
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) >= protocol.MAX_LOG_RECORDS:
+            self.dropped += 1
+            return
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        self.records.append([record.levelno, record.name[:100], protocol.text(text)])
+
+    def take(self) -> list[Any] | None:
+        if not self.records and not self.dropped:
+            return None
+        message = [protocol.LOG, self.records, self.dropped]
+        self.records, self.dropped = [], 0
+        return message
+
+
 class Worker:
     """One graph's worker: confines itself at the first message, then serves hooks until told to go."""
 
@@ -152,10 +179,18 @@ class Worker:
         self.store_budget: Any = None
         self.limits: Any = None
         self.model_fd = -1
+        self.relay = LogRelay()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(self.relay)
+        root.setLevel(logging.WARNING)  # until load says what the host writes
 
     def serve(self) -> None:
         from wasinn.errors import WasiNnError
+        poller = protocol.Poller(self.sock)
         while True:
+            poller.spin()  # the host's next call often follows at once: poll before sleeping
             try:
                 message, fds = protocol.recv_host_message(self.sock)
             except (EOFError, ConnectionError):
@@ -173,6 +208,9 @@ class Worker:
                         os.close(fd)
                     except OSError:
                         pass
+            logs = self.relay.take()
+            if logs is not None:
+                protocol.reply(self.sock, logs)
             protocol.reply(self.sock, answer)
             if op == "unload":
                 return
@@ -185,7 +223,8 @@ class Worker:
         from wasinn.budget import StoreBudget
         from wasinn.sandbox import Confinement, confine
 
-        _, model, sizes, hw, spec, cpu_seconds = message
+        _, model, sizes, hw, spec, cpu_seconds, log_level = message
+        logging.getLogger().setLevel(log_level)
         confinement: Confinement = spec
         if confinement.files and confinement.read_only is None:
             from dataclasses import replace
@@ -208,9 +247,18 @@ class Worker:
         paths = (Path(f"/proc/self/fd/{self.model_fd}"),) if len(sizes) == 1 else None
         model = _replace(model, builders=tuple(builders), paths=paths)
         self.limits = model.limits
-        self.store_budget = StoreBudget(model.limits.max_runtime_bytes_per_store)
         self._cpu()
         self.graph = self.hooks["load"](model, hw)
+        # What the contexts may hold together: the store's limit, or what the memory cap leaves
+        # after the model is loaded, whichever is less (so that a context the cap cannot hold is
+        # refused by the backend's own accounting, as too_large, rather than failing inside the runtime).
+        cap = confinement.memory_bytes
+        room = cap - _data_bytes() if cap else None
+        if cap and room is not None and room < model.limits.max_runtime_bytes_per_store:
+            self.store_budget = StoreBudget(max(room, 0), f"what the worker's memory cap of {cap >> 20} MiB "
+                                                          f"leaves after the model, Limits.worker_memory_bytes")
+        else:
+            self.store_budget = StoreBudget(model.limits.max_runtime_bytes_per_store)
         from wasinn.hookspecs import Graph
         if not isinstance(self.graph, Graph):
             raise TypeError(f"load returned {type(self.graph).__name__}, not Graph")
@@ -265,17 +313,25 @@ class Worker:
             self.outputs = protocol.map_fd(next(it), out_size, write=True)
         return [protocol.OK, None, 0]
 
-    def op_set_input(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+    def _apply(self, context: Any, pending: list[Any]) -> None:
+        """The context's inputs the host wrote into the input buffer (at their offsets), handed to
+        the backend's ``set_input`` in the order the guest set them."""
+        from wasinn.enums import TensorType
         from wasinn.tensor import checked_tensor
 
-        _, handle, index, dtype, shape, nbytes = message
+        set_input = self.hooks["set_input"]
+        for index, dtype, shape, offset, nbytes in pending:
+            assert self.inputs is not None
+            view = memoryview(self.inputs)[offset:offset + nbytes]
+            try:
+                set_input(context, index, checked_tensor(TensorType(dtype), tuple(shape), view))
+            finally:
+                view.release()
+
+    def op_set_input(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        _, handle, pending = message
         context = self.contexts[handle]
-        assert self.inputs is not None
-        view = memoryview(self.inputs)[:nbytes]
-        try:
-            self.hooks["set_input"](context, index, checked_tensor(dtype, shape, view))
-        finally:
-            view.release()
+        self._apply(context, pending)
         return [protocol.OK, None, self._held(context)]
 
     def _cpu(self) -> None:
@@ -284,16 +340,47 @@ class Worker:
             rlimits.cpu_budget(self.cpu_seconds)
 
     def op_compute(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
-        context = self.contexts[message[1]]
+        _, handle, hook, pending, eager = message
+        context = self.contexts[handle]
+        self._apply(context, pending)
         self._cpu()
-        self.hooks[message[2]](context)  # compute, compute_single, fini_single
-        return [protocol.OK, None, self._held(context)]
+        self.hooks[hook](context)  # compute, compute_single, fini_single
+        outputs = self._eager(context, eager) if eager is not None else []
+        return [protocol.OK, outputs, self._held(context)]
+
+    def _eager(self, context: Any, hook: str) -> list[list[Any]]:
+        """Every output that fits, copied into the output buffer now, described as ``[index, dtype,
+        shape, offset]``: the host answers ``get_output`` for them without a round trip. An output
+        the backend refuses here is left out (the host asks for it, and gets the error, if the guest
+        does)."""
+        import numpy as np
+
+        if self.outputs is None or self.graph is None:
+            return []
+        room = min(len(self.outputs), protocol.EAGER_BYTES)
+        offset = 0
+        described: list[list[Any]] = []
+        for index in range(len(self.graph.outputs)):
+            try:
+                result = self.hooks[hook](context, index)
+            except Exception:
+                continue
+            if not isinstance(result, np.ndarray) or result.dtype.str not in protocol.DTYPES or \
+                    offset + result.nbytes > room:
+                continue
+            target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size,
+                                   offset=offset).reshape(result.shape)
+            np.copyto(target, result, casting="no")
+            described.append([index, result.dtype.str, list(result.shape), offset])
+            offset = protocol.align(offset + result.nbytes)
+        return described
 
     def op_get_output(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
         import numpy as np
 
-        _, handle, index, hook = message
+        _, handle, index, hook, pending = message
         context = self.contexts[handle]
+        self._apply(context, pending)
         result = self.hooks[hook](context, index)
         if not isinstance(result, np.ndarray):
             raise TypeError(f"{hook} returned {type(result).__name__}, not an ndarray")
@@ -305,6 +392,18 @@ class Worker:
         target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size).reshape(result.shape)
         np.copyto(target, result, casting="no")
         return [protocol.OK, [result.dtype.str, list(result.shape)], self._held(context)]
+
+
+def _data_bytes() -> int:
+    """This process's data segment now (what ``RLIMIT_DATA`` counts), from /proc/self/status."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:
