@@ -38,23 +38,52 @@ def host(policy: str) -> wasinn.WasiNnHost:
     return wasinn.WasiNnHost(limits=Limits(guest_models=policy))
 
 
-def per_inference(model: bytes, x: np.ndarray, out_shape: tuple[int, ...], policy: str, rounds: int) -> float:
-    with host(policy) as h:
+def per_inference(model: bytes, x: np.ndarray, out_shape: tuple[int, ...], rounds: int,
+                  block: int) -> tuple[float, float, float]:
+    """Seconds per inference in-process and isolated (medians of blocks of ``block`` inferences,
+    the two hosts interleaved block by block so that both see the same machine), and the isolated
+    side's round trips to its worker per inference."""
+    hosts = {policy: host(policy) for policy in ("in-process", "isolate")}
+    guests, contexts = {}, {}
+    for policy, h in hosts.items():
         guest = TrampolineGuest(h)
         graph = guest.load([model]).value
         ctx = guest.init_execution_context(graph).value  # type: ignore[arg-type]
         assert ctx is not None
-        times = []
-        for _ in range(rounds):
+        guests[policy], contexts[policy] = guest, ctx
+    trips = [0]
+    real_call = proxy.WorkerGraph._call
+
+    def counted(self: proxy.WorkerGraph, *args: Any) -> list[Any]:
+        trips[0] += 1
+        return real_call(self, *args)
+
+    def run(policy: str, n: int) -> float:
+        guest, ctx = guests[policy], contexts[policy]
+        start = time.perf_counter()
+        for _ in range(n):
             guest.reset_heap()
-            start = time.perf_counter()
             assert guest.set_input(ctx, 0, x).ok
             assert guest.compute(ctx).ok
             call, _ = guest.get_output(ctx, 0, np.float32, out_shape, max_bytes=1 << 24)
-            times.append(time.perf_counter() - start)
             assert call.ok
-        guest.close()
-    return statistics.median(times)
+        return (time.perf_counter() - start) / n
+
+    times: dict[str, list[float]] = {"in-process": [], "isolate": []}
+    for policy in times:
+        run(policy, block)  # warm up (and the isolated side's buffers)
+    proxy.WorkerGraph._call = counted  # type: ignore[method-assign]
+    try:
+        run("isolate", block)
+    finally:
+        proxy.WorkerGraph._call = real_call  # type: ignore[method-assign]
+    for _ in range(rounds):
+        for policy in times:
+            times[policy].append(run(policy, block))
+    for policy, h in hosts.items():
+        guests[policy].close()
+        h.close()
+    return statistics.median(times["in-process"]), statistics.median(times["isolate"]), trips[0] / block
 
 
 def first_load(model: bytes, policy: str) -> tuple[float, float]:
@@ -125,7 +154,7 @@ def llm_tokens(policy: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--llm", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -138,15 +167,14 @@ def main() -> None:
         from onnx_test_models import LIGHT, affine_model, light_input
         tiny = affine_model()
         x = np.arange(4, dtype=np.float32).reshape(1, 4)
-        inp = per_inference(tiny, x, (1, 4), "in-process", args.rounds)
-        iso = per_inference(tiny, x, (1, 4), "isolate", args.rounds)
+        inp, iso, trips = per_inference(tiny, x, (1, 4), args.rounds, 100)
         rows.append(("tiny affine, per inference (µs)", inp * 1e6, iso * 1e6, iso / inp))
         results["tiny_overhead_us"] = (iso - inp) * 1e6
+        results["tiny_round_trips_per_inference"] = trips
         squeeze = (LIGHT / "light_squeezenet.onnx").read_bytes()
         sx = light_input(LIGHT / "light_squeezenet.onnx")
-        rounds = max(10, args.rounds // 10)
-        inp = per_inference(squeeze, sx, (1, 1000), "in-process", rounds)
-        iso = per_inference(squeeze, sx, (1, 1000), "isolate", rounds)
+        inp, iso, trips = per_inference(squeeze, sx, (1, 1000), max(5, args.rounds // 4), 10)
+        results["squeezenet_round_trips_per_inference"] = trips
         rows.append(("squeezenet, per inference (ms)", inp * 1e3, iso * 1e3, iso / inp))
         inp_first, inp_second = first_load(squeeze, "in-process")
         iso_first, iso_second = first_load(squeeze, "isolate")
@@ -158,7 +186,8 @@ def main() -> None:
     print(f"{'':36} {'in-process':>12} {'isolated':>12} {'ratio':>7}")
     for name, a, b, ratio in rows:
         print(f"{name:36} {a:12.1f} {b:12.1f} {ratio:7.3f}")
-    for key in ("worker_memory_tiny", "worker_memory_squeezenet"):
+    for key in ("tiny_overhead_us", "tiny_round_trips_per_inference", "squeezenet_round_trips_per_inference",
+                "worker_memory_tiny", "worker_memory_squeezenet"):
         if key in results:
             print(f"{key}: {results[key]}")
     results["rows"] = rows

@@ -105,7 +105,9 @@ def test_the_probe_catches_what_validation_would_miss(hostile: dict[str, Path], 
     # Second line of defence: with the tokenizer checks switched off, the child-process probe still
     # sees llama.cpp abort on the repeated token, and the guest gets invalid_argument.
     monkeypatch.setattr(validate, "_check_tokenizer", lambda info: None)
-    with wasinn.WasiNnHost() as host:
+    # In-process (the probe exists for that policy: an isolated worker is its own probe, see
+    # wasinn-core's test_worker.py::test_a_model_that_crashes_its_worker_at_load_is_malformed).
+    with wasinn.WasiNnHost(limits=wasinn.Limits(guest_models="in-process")) as host:
         g = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
         assert g.load([hostile["repeated token"].read_bytes()], encoding=6).errno == 1
         assert "crashes llama.cpp (SIGABRT in a probe process)" in caplog.text
@@ -138,7 +140,7 @@ def test_a_guest_model_is_probed_once(tiny: Path, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(isolation.subprocess, "run", counting_run)
     data = tiny.read_bytes() + b"\0" * 64  # bytes no other test has probed in this process
-    with wasinn.WasiNnHost() as host:
+    with wasinn.WasiNnHost(limits=wasinn.Limits(guest_models="in-process")) as host:  # isolated: no probe
         for _ in range(3):  # three loads of the same bytes, each to a new temporary file
             g = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
             assert g.load([data], encoding=6).ok

@@ -258,8 +258,8 @@ def test_ctx_size_is_bounded_by_the_embedder(models: Path, tmp_path: Path, how: 
 @pytest.mark.parametrize("how", ["guest bytes", "named model"])
 def test_kv_caches_of_a_store_are_bounded(models: Path, tmp_path: Path, how: str) -> None:
     # Contexts of ctx-size 2^20 (capped) one after the other in one store, until the store's budget
-    # refuses one: too_large, long before the 256 contexts a store may have; finalizing one gives
-    # its share back.
+    # (or, isolated, the worker's memory cap) refuses one: too_large, long before the 256 contexts a
+    # store may have; finalizing one gives its share back.
     model = declaring(models, "tiny-1M", 1 << 20)
     plan = {"metadata": json.dumps({"ctx-size": 1 << 20, "n-predict": 1, "temp": 0}), "contexts": 256,
             "retry_after_finalize": True, "named": how == "named model"}
@@ -267,7 +267,9 @@ def test_kv_caches_of_a_store_are_bounded(models: Path, tmp_path: Path, how: str
     steps = report["steps"]
     assert report["load"] == 0 and steps[-1] == TOO_LARGE, log[-2000:]
     assert 2 <= len(steps) < 64 and set(steps[:-1]) == {0}
-    assert "max_runtime_bytes_per_store" in log
+    # A guest's model runs in a worker (the default): what its memory cap leaves bounds the store's
+    # contexts there, before the store's own limit does.
+    assert ("Limits.worker_memory_bytes" if how == "guest bytes" else "max_runtime_bytes_per_store") in log
     assert report["retry"] == 0
     assert report["peak"] < PEAK_RSS_BOUND
 

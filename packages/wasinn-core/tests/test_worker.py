@@ -264,6 +264,18 @@ def test_a_dying_worker_is_a_clean_error(make_guest: Any, do: str, signame: str,
     assert not Path(f"/proc/{worker.pid}").exists(), "no zombie"
 
 
+@pytest.mark.parametrize(("do", "signame"), [("abort", "SIGABRT"), ("segv", "SIGSEGV")])
+def test_a_model_that_crashes_its_worker_at_load_is_malformed(make_guest: Any, do: str, signame: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # The worker is the probe (wasinn.isolation's child probe, in-process): bytes that crash the
+    # runtime while it loads them are a malformed model, invalid_argument; the next load goes on.
+    caplog.set_level(logging.WARNING, "wasinn")
+    guest = make_guest()
+    assert guest.load([hostile(do, hook="load")]).errno == ERRNO["invalid_argument"]
+    assert f"crashes fake ({signame} in its worker)" in caplog.text
+    assert infer(guest, guest.load([affine_model()]).value)[0] == 0
+
+
 def test_kill_9_mid_compute(make_guest: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "wasinn")
     guest = make_guest()
