@@ -1,15 +1,21 @@
 """Isolated (wasinn.worker) vs in-process, side by side: one run, ratios.
 
-    PYTHONPATH=packages/wasinn-core/src:packages/wasinn-backend-onnx/src:packages/wasinn-backend-onnx/tests \\
-        .tox/onnx/bin/python benchmarks/isolation.py [--rounds N] [--json out.json]
-    PYTHONPATH=...core/src:...ggml/src .tox/ggml/bin/python benchmarks/isolation.py --llm
+    # onnx, tflite and openvino (the integration env has all three):
+    PYTHONPATH=packages/wasinn-core/src:packages/wasinn-backend-onnx/tests \\
+        .tox/integration/bin/python benchmarks/isolation.py [--rounds N] [--json out.json]
+    # tokens streamed from a GGUF model (the ggml env):
+    PYTHONPATH=packages/wasinn-core/src .tox/ggml/bin/python benchmarks/isolation.py --llm [--gguf PATH]
 
-Per inference (set_input + compute + get_output through a real wasm guest, the trampoline) on the
-tiny affine ONNX model and on squeezenet (onnx's "light" model, 224x224); the first ``load`` of a
-guest's model in a fresh host (isolated: includes starting the backend's template process; then a
-second load, a fork from the warm template); each worker's own memory (Pss and Private from
-/proc/<pid>/smaps_rollup, with 8 graphs loaded); with ``--llm``, tokens per second of the tiny GGUF
-streamed through a worker. Medians; the machine's load average is recorded with the results.
+Per inference (set_input + compute + get_output through a real wasm guest, the trampoline), the
+in-process host and the isolated one interleaved block by block in one process, so that both see the
+same machine: the tiny affine ONNX model, squeezenet and resnet50 (onnx's "light" models) on ONNX
+Runtime, and WasmEdge's birds classifier (TFLite, 3.6 MB, u8[1,224,224,3]) on LiteRT and on
+OpenVINO. Also: the isolated side's round trips per inference (counted, not timed); the first
+``load`` of a guest's model in a fresh host, right after the store is made (the template still
+starting) and once the template is up; ``wasinn run`` of the nn-run guest loading the birds bytes,
+end to end (process start to exit); each worker's own memory (Pss and Private, 8 graphs). With
+``--llm``: tokens per second streamed through ``compute_single`` (Gemma-3-270M when ``--gguf`` names
+it, else the tiny random GGUF). Medians; the load average is recorded.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,79 +37,141 @@ import numpy as np
 import wasinn
 from wasinn import Limits
 from wasinn.testing.guest import TrampolineGuest
+from wasinn.testing.models import third_party_model
 from wasinn.worker import proxy
 
 os.environ.setdefault("WASINN_HARDWARE", json.dumps({"accelerators": []}))
+ROOT = Path(__file__).resolve().parent.parent
+BIRDS = third_party_model("wasmedge-tflite-birds/lite-model_aiy_vision_classifier_birds_V1_3.tflite", __file__)
+NN_RUN = ROOT / "guests" / "nn-run" / "nn-run.wasm"
+POLICIES = ("in-process", "isolate")
 
 
-def host(policy: str) -> wasinn.WasiNnHost:
-    return wasinn.WasiNnHost(limits=Limits(guest_models=policy))
+def host(policy: str, backend: str | None = None) -> wasinn.WasiNnHost:
+    return wasinn.WasiNnHost(limits=Limits(guest_models=policy), allow=[backend] if backend else None)
 
 
-def per_inference(model: bytes, x: np.ndarray, out_shape: tuple[int, ...], rounds: int,
-                  block: int) -> tuple[float, float, float]:
-    """Seconds per inference in-process and isolated (medians of blocks of ``block`` inferences,
-    the two hosts interleaved block by block so that both see the same machine), and the isolated
-    side's round trips to its worker per inference."""
-    hosts = {policy: host(policy) for policy in ("in-process", "isolate")}
-    guests, contexts = {}, {}
-    for policy, h in hosts.items():
-        guest = TrampolineGuest(h)
-        graph = guest.load([model]).value
-        ctx = guest.init_execution_context(graph).value  # type: ignore[arg-type]
-        assert ctx is not None
-        guests[policy], contexts[policy] = guest, ctx
-    trips = [0]
-    real_call = proxy.WorkerGraph._call
+class Pair:
+    """The same guest model loaded in an in-process host and in an isolated one."""
 
-    def counted(self: proxy.WorkerGraph, *args: Any) -> list[Any]:
-        trips[0] += 1
-        return real_call(self, *args)
+    def __init__(self, model: bytes, backend: str | None, encoding: int | None = None,
+                 functions: dict[str, int] | None = None) -> None:
+        self.hosts = {policy: host(policy, backend) for policy in POLICIES}
+        self.guests: dict[str, TrampolineGuest] = {}
+        self.contexts: dict[str, int] = {}
+        for policy, h in self.hosts.items():
+            guest = TrampolineGuest(h, functions=functions) if functions else TrampolineGuest(h)
+            graph = guest.load([model], **({"encoding": encoding} if encoding is not None else {}))
+            assert graph.ok and graph.value is not None, (policy, graph)
+            ctx = guest.init_execution_context(graph.value).value
+            assert ctx is not None
+            self.guests[policy], self.contexts[policy] = guest, ctx
 
-    def run(policy: str, n: int) -> float:
-        guest, ctx = guests[policy], contexts[policy]
-        start = time.perf_counter()
-        for _ in range(n):
-            guest.reset_heap()
-            assert guest.set_input(ctx, 0, x).ok
-            assert guest.compute(ctx).ok
-            call, _ = guest.get_output(ctx, 0, np.float32, out_shape, max_bytes=1 << 24)
-            assert call.ok
-        return (time.perf_counter() - start) / n
+    def interleave(self, step: Callable[[TrampolineGuest, int], None], rounds: int, block: int) -> dict[str, float]:
+        """Median seconds per ``step`` on each side (blocks of ``block`` steps, alternating), and the
+        isolated side's round trips to its worker per step."""
+        def run(policy: str, n: int) -> float:
+            guest, ctx = self.guests[policy], self.contexts[policy]
+            start = time.perf_counter()
+            for _ in range(n):
+                step(guest, ctx)
+            return (time.perf_counter() - start) / n
 
-    times: dict[str, list[float]] = {"in-process": [], "isolate": []}
-    for policy in times:
-        run(policy, block)  # warm up (and the isolated side's buffers)
-    proxy.WorkerGraph._call = counted  # type: ignore[method-assign]
+        for policy in POLICIES:
+            run(policy, block)  # warm up (and the isolated side's buffers)
+        trips = [0]
+        real_call = proxy.WorkerGraph._call
+
+        def counted(self: proxy.WorkerGraph, *args: Any) -> list[Any]:
+            trips[0] += 1
+            return real_call(self, *args)
+
+        proxy.WorkerGraph._call = counted  # type: ignore[method-assign]
+        try:
+            run("isolate", block)
+        finally:
+            proxy.WorkerGraph._call = real_call  # type: ignore[method-assign]
+        times: dict[str, list[float]] = {policy: [] for policy in POLICIES}
+        for _ in range(rounds):
+            for policy in POLICIES:
+                times[policy].append(run(policy, block))
+        return {"in-process": statistics.median(times["in-process"]), "isolate": statistics.median(times["isolate"]),
+                "round_trips": trips[0] / block}
+
+    def close(self) -> None:
+        for policy, h in self.hosts.items():
+            self.guests[policy].close()
+            h.close()
+
+
+def inference(x: np.ndarray, out_dtype: type, out_shape: tuple[int, ...]) -> Callable[[TrampolineGuest, int], None]:
+    def step(guest: TrampolineGuest, ctx: int) -> None:
+        guest.reset_heap()
+        assert guest.set_input(ctx, 0, x).ok
+        assert guest.compute(ctx).ok
+        call, _ = guest.get_output(ctx, 0, out_dtype, out_shape, max_bytes=1 << 24)
+        assert call.ok
+    return step
+
+
+def per_inference(model: bytes, backend: str, x: np.ndarray, out_dtype: type, out_shape: tuple[int, ...],
+                  rounds: int, block: int) -> dict[str, float]:
+    pair = Pair(model, backend)
     try:
-        run("isolate", block)
+        return pair.interleave(inference(x, out_dtype, out_shape), rounds, block)
     finally:
-        proxy.WorkerGraph._call = real_call  # type: ignore[method-assign]
-    for _ in range(rounds):
-        for policy in times:
-            times[policy].append(run(policy, block))
-    for policy, h in hosts.items():
-        guests[policy].close()
-        h.close()
-    return statistics.median(times["in-process"]), statistics.median(times["isolate"]), trips[0] / block
+        pair.close()
 
 
-def first_load(model: bytes, policy: str) -> tuple[float, float]:
-    proxy.close_templates()  # a fresh template: the first load pays for it, as in-process pays the import
-    with host(policy) as h:
+def first_load(model: bytes, backend: str) -> dict[str, float]:
+    """Milliseconds of the first guest ``load`` in a fresh host: in-process; isolated right after the
+    store is made (its template still starting in the background); isolated once the template is up
+    (a guest usually takes that long to start); and the template's own start."""
+    out: dict[str, float] = {}
+    with host("in-process", backend) as h:
         guest = TrampolineGuest(h)
         start = time.perf_counter()
         assert guest.load([model]).ok
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        assert guest.load([model]).ok
-        second = time.perf_counter() - start
+        out["in_process_ms"] = (time.perf_counter() - start) * 1e3
         guest.close()
-    return first, second
+    for when in ("isolated_at_once_ms", "isolated_template_up_ms"):
+        proxy.close_templates()
+        with host("isolate", backend) as h:
+            guest = TrampolineGuest(h)  # makes the store: the template starts in the background
+            if when == "isolated_template_up_ms":
+                made = proxy.template(h.registry.get(backend))  # type: ignore[arg-type]
+                out["template_start_ms"] = made.import_ms
+            start = time.perf_counter()
+            assert guest.load([model]).ok
+            out[when] = (time.perf_counter() - start) * 1e3
+            guest.close()
+    return out
 
 
-def worker_memory(model: bytes, graphs: int = 8) -> dict[str, float]:
-    with host("isolate") as h:
+def cli_birds(backend: str, rounds: int) -> dict[str, float]:
+    """``wasinn run`` of nn-run loading the birds bytes (one inference), process start to exit."""
+    from PIL import Image
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "birds.tflite").write_bytes(BIRDS.read_bytes())
+        with Image.open(BIRDS.parent / "bird.jpg") as image:
+            (folder / "bird.rgb").write_bytes(np.asarray(image.convert("RGB").resize((224, 224)), np.uint8).tobytes())
+        wasinn_cli = str(Path(sys.executable).parent / "wasinn")
+        times: dict[str, list[float]] = {policy: [] for policy in POLICIES}
+        for _ in range(rounds):
+            for policy in POLICIES:
+                argv = [wasinn_cli, "run", "-q", "--guest-models", policy, "--backend", backend, "--dir",
+                        f"{folder}::/d", str(NN_RUN), "--load", "4", "0", "/d/birds.tflite", "--input", "0", "3",
+                        "1x224x224x3", "/d/bird.rgb", "--print-output", "0", "3"]
+                start = time.perf_counter()
+                done = subprocess.run(argv, capture_output=True, text=True, check=False)
+                times[policy].append(time.perf_counter() - start)
+                assert done.returncode == 0, done.stderr[-2000:]
+    return {policy: statistics.median(values) * 1e3 for policy, values in times.items()}
+
+
+def worker_memory(model: bytes, backend: str, graphs: int = 8) -> dict[str, float]:
+    with host("isolate", backend) as h:
         guest = TrampolineGuest(h)
         pids = []
         for _ in range(graphs):
@@ -124,75 +194,98 @@ def worker_memory(model: bytes, graphs: int = 8) -> dict[str, float]:
     return {"pss_mib": statistics.median(pss), "private_mib": statistics.median(private)}
 
 
-def llm_tokens(policy: str) -> float:
+def llm_tokens(gguf: Path | None, rounds: int) -> dict[str, float]:
+    """Seconds per streamed token (``compute_single`` + ``get_output_single``), both sides interleaved."""
     from wasinn_backend_ggml.testing import write_tiny_llama
 
     from wasinn.abi.ephemeral import FUNCTIONS
     with tempfile.TemporaryDirectory() as tmp:
-        model = write_tiny_llama(Path(tmp) / "tiny.gguf").read_bytes()
-    with host(policy) as h:
-        guest = TrampolineGuest(h, functions={name: arity for name, (arity, _) in FUNCTIONS.items()})
-        graph = guest.load([model]).value
-        ctx = guest.init_execution_context(graph).value  # type: ignore[arg-type]
-        assert ctx is not None
-        config = json.dumps({"temp": 0.0, "n-predict": 64, "ctx-size": 256}).encode()
-        assert guest.call("set_input", ctx, 1, guest.tensor_record(config, [1], 3)) == 0
-        best = []
-        for _ in range(3):
-            guest.reset_heap()
-            assert guest.call("set_input", ctx, 0, guest.tensor_record(b"hello world, the llama said", [1], 3)) == 0
-            count, start = 0, time.perf_counter()
-            while (errno := guest.compute_single(ctx).errno) == 0:
-                guest.get_output_single_bytes(ctx, 0)
-                count += 1
-            best.append(count / (time.perf_counter() - start))
-            assert errno == 100 and count > 8, (policy, errno, count)  # end of sequence after the tokens
-            guest.call("fini_single", ctx)
-        guest.close()
-    return statistics.median(best)
+        model = (gguf or write_tiny_llama(Path(tmp) / "tiny.gguf")).read_bytes()
+    functions = {name: arity for name, (arity, _) in FUNCTIONS.items()}
+    pair = Pair(model, "ggml", encoding=6, functions=functions)
+    config = json.dumps({"temp": 0.0, "n-predict": 32, "ctx-size": 256, "threads": 2, "threads-batch": 2}).encode()
+    prompt = b"The quick brown fox jumps over the lazy dog. Tell me a story about it:"
+    for policy in POLICIES:
+        guest = pair.guests[policy]
+        assert guest.call("set_input", pair.contexts[policy], 1, guest.tensor_record(config, [1], 3)) == 0
+    def seconds_per_token(guest: TrampolineGuest, ctx: int) -> float:
+        guest.reset_heap()
+        assert guest.call("set_input", ctx, 0, guest.tensor_record(prompt, [1], 3)) == 0
+        assert guest.compute_single(ctx).errno == 0  # the prompt and the first token: not timed
+        count, start = 0, time.perf_counter()
+        while (errno := guest.compute_single(ctx).errno) == 0:
+            guest.get_output_single_bytes(ctx, 0)
+            count += 1
+        elapsed = time.perf_counter() - start
+        assert errno == 100 and count > 8, (errno, count)
+        guest.call("fini_single", ctx)
+        return elapsed / count
+
+    per: dict[str, list[float]] = {policy: [] for policy in POLICIES}
+    for _ in range(rounds):
+        for policy in POLICIES:
+            per[policy].append(seconds_per_token(pair.guests[policy], pair.contexts[policy]))
+    pair.close()
+    return {policy: statistics.median(values) for policy, values in per.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--llm", action="store_true")
+    parser.add_argument("--gguf", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results: dict[str, Any] = {"loadavg": os.getloadavg(), "cpus": os.cpu_count()}
-    rows = []
+    results: dict[str, Any] = {"loadavg_before": os.getloadavg(), "cpus": os.cpu_count()}
+    rows: list[tuple[str, float, float, float]] = []
+
+    def row(name: str, found: dict[str, float], scale: float) -> None:
+        inp, iso = found["in-process"], found["isolate"]
+        rows.append((name, inp * scale, iso * scale, iso / inp))
+        results[name] = found
+
     if args.llm:
-        iso, inp = llm_tokens("isolate"), llm_tokens("in-process")
-        rows.append(("tiny llama tokens/s", inp, iso, inp / iso))
+        name = "Gemma-3-270M" if args.gguf else "tiny llama"
+        row(f"{name}, per streamed token (ms)", llm_tokens(args.gguf, max(3, args.rounds // 6)), 1e3)
     else:
         from onnx_test_models import LIGHT, affine_model, light_input
         tiny = affine_model()
         x = np.arange(4, dtype=np.float32).reshape(1, 4)
-        inp, iso, trips = per_inference(tiny, x, (1, 4), args.rounds, 100)
-        rows.append(("tiny affine, per inference (µs)", inp * 1e6, iso * 1e6, iso / inp))
-        results["tiny_overhead_us"] = (iso - inp) * 1e6
-        results["tiny_round_trips_per_inference"] = trips
-        squeeze = (LIGHT / "light_squeezenet.onnx").read_bytes()
-        sx = light_input(LIGHT / "light_squeezenet.onnx")
-        inp, iso, trips = per_inference(squeeze, sx, (1, 1000), max(5, args.rounds // 4), 10)
-        results["squeezenet_round_trips_per_inference"] = trips
-        rows.append(("squeezenet, per inference (ms)", inp * 1e3, iso * 1e3, iso / inp))
-        inp_first, inp_second = first_load(squeeze, "in-process")
-        iso_first, iso_second = first_load(squeeze, "isolate")
-        rows.append(("squeezenet first load (ms)", inp_first * 1e3, iso_first * 1e3, iso_first / inp_first))
-        rows.append(("squeezenet second load (ms)", inp_second * 1e3, iso_second * 1e3, iso_second / inp_second))
-        results["worker_memory_tiny"] = worker_memory(tiny)
-        results["worker_memory_squeezenet"] = worker_memory(squeeze)
-    print(f"load average {results['loadavg']}, {results['cpus']} CPUs")
-    print(f"{'':36} {'in-process':>12} {'isolated':>12} {'ratio':>7}")
+        found = per_inference(tiny, "onnx", x, np.float32, (1, 4), args.rounds, 200)
+        row("tiny affine (onnx), per inference (µs)", found, 1e6)
+        results["tiny_overhead_us"] = (found["isolate"] - found["in-process"]) * 1e6
+        for name in ("squeezenet", "resnet50"):
+            path = LIGHT / f"light_{name}.onnx"
+            found = per_inference(path.read_bytes(), "onnx", light_input(path), np.float32, (1, 1000),
+                                  max(5, args.rounds // 2), 5 if name == "resnet50" else 20)
+            row(f"{name} (onnx), per inference (ms)", found, 1e3)
+        from PIL import Image
+        with Image.open(BIRDS.parent / "bird.jpg") as image:
+            pixels = np.asarray(image.convert("RGB").resize((224, 224)), np.uint8).reshape(1, 224, 224, 3)
+        birds = BIRDS.read_bytes()
+        for backend in ("tflite", "openvino"):
+            found = per_inference(birds, backend, pixels, np.uint8, (1, 965), args.rounds, 20)
+            row(f"birds ({backend}), per inference (ms)", found, 1e3)
+            results[f"first_load_birds_{backend}"] = first_load(birds, backend)
+            results[f"worker_memory_birds_{backend}"] = worker_memory(birds, backend)
+            found = cli_birds(backend, max(3, args.rounds // 6))
+            rows.append((f"wasinn run nn-run birds ({backend}) (ms)", found["in-process"], found["isolate"],
+                         found["isolate"] / found["in-process"]))
+            results[f"cli_birds_{backend}_ms"] = found
+        results["worker_memory_tiny"] = worker_memory(tiny, "onnx")
+    results["loadavg_after"] = os.getloadavg()
+    print(f"load average before {results['loadavg_before']}, after {results['loadavg_after']}; "
+          f"{results['cpus']} CPUs")
+    print(f"{'':44} {'in-process':>12} {'isolated':>12} {'ratio':>7} {'trips':>6}")
     for name, a, b, ratio in rows:
-        print(f"{name:36} {a:12.1f} {b:12.1f} {ratio:7.3f}")
-    for key in ("tiny_overhead_us", "tiny_round_trips_per_inference", "squeezenet_round_trips_per_inference",
-                "worker_memory_tiny", "worker_memory_squeezenet"):
-        if key in results:
-            print(f"{key}: {results[key]}")
+        trips = results.get(name, {}).get("round_trips") if isinstance(results.get(name), dict) else None
+        print(f"{name:44} {a:12.3f} {b:12.3f} {ratio:7.3f} {'' if trips is None else f'{trips:6.1f}'}")
+    for key, value in results.items():
+        if key.startswith(("first_load", "worker_memory", "tiny_overhead")):
+            print(f"{key}: {value}")
     results["rows"] = rows
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(results, indent=2, default=float))
 
 
 if __name__ == "__main__":
