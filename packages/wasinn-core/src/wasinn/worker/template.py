@@ -91,6 +91,7 @@ def main(fd: int) -> None:
     gc.collect()
     gc.freeze()  # what the template holds is never collected again: fewer copy-on-write faults
     protocol.reply(sock, [protocol.OK, {"pid": os.getpid(), "import_ms": (time.perf_counter() - started) * 1000,
+                                        "data_bytes": _data_bytes(),
                                         "unavailable": backend.unavailable}])
     children: dict[int, int] = {}  # pid -> wait status, once reaped
     live: set[int] = set()
@@ -339,6 +340,19 @@ class Worker:
         target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size).reshape(result.shape)
         np.copyto(target, result, casting="no")
         return [protocol.OK, [result.dtype.str, list(result.shape)], self._held(context)]
+
+
+def _data_bytes() -> int:
+    """This process's ``RLIMIT_DATA`` usage now (``VmData``): what the runtime's import already holds,
+    which every worker forked from here starts with."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:
