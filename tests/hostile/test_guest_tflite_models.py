@@ -5,8 +5,9 @@ and tflite by entry point, and a real wasm guest calling ``load``):
 
 * row 6: a file the tflite verifier refuses is ``invalid_argument`` and reaches no other backend
   (before, the ranking handed it to OpenVINO, which loaded and ran some); with tflite denied by the
-  embedder, OpenVINO gets every TFLite file but never reads a guest's in the host process (a child
-  reads it and hands back OpenVINO IR);
+  embedder, OpenVINO gets every TFLite file but never reads a guest's in the host process (by
+  default the guest's model is in an isolated worker, which reads it; with ``Limits(guest_models=
+  "in-process")`` a child reads it and hands back OpenVINO IR);
 * row 7: a store that loaded malformed files is freed once the embedder closes it (the tflite verify
   cache kept an exception whose traceback held the store);
 * row 11: degenerate graphs (no operators, no outputs, outputs or operator inputs nothing writes,
@@ -14,7 +15,8 @@ and tflite by entry point, and a real wasm guest calling ``load``):
 
 Each route runs in a child process (a native crash would be a failed test, not a dead pytest), with
 its own empty TMPDIR, which must stay empty; it reports every errno, which backend loaded what, what
-its OpenVINO ``Core.read_model`` was given, its peak RSS and whether the closed store was freed. A
+its OpenVINO ``Core.read_model`` was given, its peak RSS (and its children's: probes, templates and
+their workers) and whether the closed store was freed. A
 model naming a host file as its external weights must leave that file unread (its atime stays 0).
 """
 
@@ -38,10 +40,12 @@ sys.path[:0] = [str(HERE), str(TFLITE_DATA)]
 from broken_models import variant  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "tflite")
-ROUTES = {
+ROUTES: dict[str, dict[str, Any]] = {
     "default": {},  # every backend installed, nothing forced
     "deny=tflite": {"deny": ["tflite"]},  # the embedder denied tflite: OpenVINO reads TFLite
     "allow=openvino": {"allow": ["openvino"]},  # only OpenVINO
+    # The same, with the guest's models in the host process (not the default): OpenVINO's child reads them.
+    "deny=tflite,in-process": {"deny": ["tflite"], "guest_models": "in-process"},
 }
 ERRNO = {"success": 0, "invalid_argument": 1, "invalid_encoding": 2, "runtime_error": 5, "unsupported_operation": 6,
          "too_large": 7}
@@ -129,7 +133,10 @@ def worker(route: str, marker: str) -> dict[str, Any]:
 
     ov.Core.read_model = spy  # type: ignore[method-assign]
 
-    host = wasinn.WasiNnHost(**ROUTES[route])
+    options = dict(ROUTES[route])
+    if "guest_models" in options:
+        options["limits"] = wasinn.Limits(guest_models=options.pop("guest_models"))
+    host = wasinn.WasiNnHost(**options)
     report: dict[str, Any] = {"backends": sorted(b.name for b in host.backends if b.available), "results": {}}
     guest = TrampolineGuest(host)
     good = guest.load([(ROOT / "demo" / "models" / "digits.tflite").read_bytes()], "autodetect")
@@ -167,9 +174,14 @@ def worker(route: str, marker: str) -> dict[str, Any]:
     report["store_freed"] = store() is None
     report["graphs_freed"] = graph_state() is None
     report["host_reads"] = host_reads
+    host.close()
+    # A guest's graphs ran in workers (by default), children of a template process: end the templates,
+    # which reap their workers, so that the workers' peaks count among the children's.
+    from wasinn.worker.proxy import close_templates
+
+    close_templates()
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    host.close()
     return report
 
 
@@ -212,7 +224,7 @@ def test_guest_tflite_models_leave_the_host_untouched(route: str, tmp_path_facto
                                                       tmp_path: Path) -> None:
     report, left, atime = run_route(route, tmp_path_factory)
     assert set(report["backends"]) == ({"openvino"} if route == "allow=openvino" else
-                                       {"onnx", "openvino"} if route == "deny=tflite" else set(BACKENDS)), report
+                                       {"onnx", "openvino"} if route.startswith("deny=tflite") else set(BACKENDS)), report
     assert left == [], f"files left in TMPDIR: {left}"
     if _reads_update_atime(tmp_path):
         assert atime == 0, "a runtime read the host file the model named as its weights"
@@ -232,12 +244,16 @@ def test_every_backend_installed_a_malformed_tflite_file_is_invalid_argument_and
     assert report["host_reads"] == [], report["host_reads"]
 
 
-@pytest.mark.parametrize("route", ["deny=tflite", "allow=openvino"])
+@pytest.mark.parametrize("route", ["deny=tflite", "allow=openvino", "deny=tflite,in-process"])
 def test_without_tflite_openvino_reads_no_guest_tflite_in_the_host(route: str,
                                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
     report, _, _ = run_route(route, tmp_path_factory)
-    # The host read only IR handed back by the child (from memory: "bytes"), never a .tflite file.
-    assert report["host_reads"] and set(report["host_reads"]) == {"bytes"}, report["host_reads"]
+    if route.endswith("in-process"):
+        # The host read only IR handed back by the child (from memory: "bytes"), never a .tflite file.
+        assert report["host_reads"] and set(report["host_reads"]) == {"bytes"}, report["host_reads"]
+    else:
+        # Isolated (the default): the host's OpenVINO read nothing at all; each worker read its guest's file.
+        assert report["host_reads"] == [], report["host_reads"]
     results = report["results"]
     # What OpenVINO itself refuses stays refused, with the same errno either way.
     for name in ("truncated-64", "truncated-half", "root-offset-outside", "zeroed-body",

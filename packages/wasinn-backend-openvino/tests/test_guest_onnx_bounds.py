@@ -42,7 +42,18 @@ def state() -> Iterator[StoreState]:
         store.close()
 
 
-def test_dynamic_shapes_are_sized_at_compute_per_input_shape(state: StoreState) -> None:
+@pytest.fixture
+def in_process_state() -> Iterator[StoreState]:
+    """The same limits, the guest's model in this process: for what reads the backend's own state."""
+    limits = Limits(max_tensor_bytes=256 * KiB, max_runtime_bytes_per_context=1024 * KiB, guest_models="in-process")
+    with wasinn.WasiNnHost(backend="openvino", limits=limits) as host:
+        store = host.new_state()
+        yield store
+        store.close()
+
+
+def test_dynamic_shapes_are_sized_at_compute_per_input_shape(in_process_state: StoreState) -> None:
+    state = in_process_state  # reads the guard's own record: the backend's state, in this process
     graph = state.load([_tile_by_64()], GraphEncoding.ONNX, ExecutionTarget.CPU)
     context = state.init_execution_context(graph)
     guard = state.context(context).context.state.guard
@@ -59,6 +70,25 @@ def test_dynamic_shapes_are_sized_at_compute_per_input_shape(state: StoreState) 
     assert "max_tensor_bytes" in error.value.message
     with pytest.raises(WasiNnError):
         state.get_output(context, 0)  # nothing of the refused run
+
+
+def test_dynamic_shapes_are_sized_at_compute_in_an_isolated_worker(state: StoreState) -> None:
+    # The default host runs the guest's model in a worker: the same bounds, the worker's holding
+    # charged to this store, the same error codes.
+    graph = state.load([_tile_by_64()], GraphEncoding.ONNX, ExecutionTarget.CPU)
+    context = state.init_execution_context(graph)
+    for rows in (1, 8, 1, 256):
+        state.set_input(context, 0, Tensor.from_numpy(np.ones((rows, 4), np.float32)))
+        state.compute(context)
+        assert state.get_output(context, 0).shape == (64 * rows, 4)
+        assert state.context(context).context.budget.holding("isolated worker") == 64 * rows * 16
+    state.set_input(context, 0, Tensor.from_numpy(np.ones((512, 4), np.float32)))
+    with pytest.raises(WasiNnError) as error:
+        state.compute(context)
+    assert error.value.code is ErrorCode.TOO_LARGE
+    assert "max_tensor_bytes" in error.value.message
+    with pytest.raises(WasiNnError):
+        state.get_output(context, 0)
 
 
 def test_static_shapes_are_sized_at_load(state: StoreState) -> None:

@@ -26,7 +26,7 @@ from ov_helpers import (
     run_graph,
 )
 
-from wasinn import ErrorCode, ExecutionTarget, GraphEncoding, Tensor, TensorType, WasiNnError, hardware
+from wasinn import ErrorCode, ExecutionTarget, GraphEncoding, Limits, Tensor, TensorType, WasiNnError, hardware
 
 
 def bf16_bits(values: np.ndarray) -> np.ndarray:
@@ -388,7 +388,8 @@ def test_compute_uses_the_bindings_own_infer_and_sees_each_new_input(tmp_path: P
 
     from wasinn_backend_openvino import runtime
 
-    with new_host() as host:
+    # It wraps the context's own infer: the backend's state, so the guest's model runs in this process.
+    with new_host(limits=Limits(guest_models="in-process")) as host:
         state = host.new_state()
         graph = state.load(ir_builders(affine_ir(TensorType.F32, [1, 4]), tmp_path), GraphEncoding.AUTODETECT,
                            ExecutionTarget.CPU)

@@ -5,6 +5,12 @@ file to OpenVINO, whose TFLite reader had no flatbuffer verifier before 2026 (Op
 buffer sizes and ``VerifyModelBuffer``, and 35607: a null tensor name, SIGSEGV), while this package
 accepts ``openvino>=2024.0``. So the host never runs that reader on guest bytes: a child reads the
 file, saves it as IR, compiles it and runs it once; the host reads the IR (see ``_tflite_child``).
+
+That child is how a host that runs a guest's model in its own process (``Limits(guest_models=
+"in-process")``) reads it, so the tests of the child say so. By default (``"isolate"``) the guest's
+model is in a confined worker, which reads the TFLite itself (it is the throwaway process): the
+last tests here check that no child runs then, the host's OpenVINO reads nothing, and the outputs
+and errors are the same.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import openvino as ov
 import pytest
 from ov_helpers import DIGITS_MODELS, REPO, WAMR_MODELS, load_named, new_host, run_graph
 
-from wasinn import ErrorCode, ExecutionTarget, GraphEncoding, WasiNnError, isolation
+from wasinn import ErrorCode, ExecutionTarget, GraphEncoding, Limits, WasiNnError, isolation
 from wasinn_backend_openvino import _tflite_child
 
 TFLITE = GraphEncoding.TENSORFLOWLITE
+#: The child reads a guest's TFLite for a host that loads the guest's models in its own process.
+IN_PROCESS = Limits(guest_models="in-process")
 TFLITE_DATA = REPO / "packages" / "wasinn-backend-tflite" / "tests" / "data"
 MODELS = {
     "digits": (DIGITS_MODELS / "digits.tflite", [np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)]),
@@ -63,8 +71,8 @@ def _probe_children(started: list[list[str]]) -> int:
     return sum(1 for argv in started if _tflite_child._SCRIPT in argv)
 
 
-def run_guest_bytes(data: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    with new_host() as host:
+def run_guest_bytes(data: bytes, inputs: list[np.ndarray], limits: Limits = IN_PROCESS) -> list[np.ndarray]:
+    with new_host(limits=limits) as host:
         state = host.new_state()
         return run_graph(state, state.load([data], TFLITE, ExecutionTarget.CPU), inputs)
 
@@ -110,7 +118,7 @@ def test_a_named_tflite_model_is_the_embedders_and_read_in_process(children: lis
     assert _probe_children(children) == 1 and host_reads == ["<bytes>"]
 
 
-@pytest.mark.parametrize(("builders", "code", "words"), [
+REFUSED = pytest.mark.parametrize(("builders", "code", "words"), [
     (lambda: [(DIGITS_MODELS / "digits.tflite").read_bytes()[:300]], ErrorCode.INVALID_ARGUMENT,
      "not a valid tflite model for OpenVINO: .*corrupted or malformed"),
     (lambda: [(b := (DIGITS_MODELS / "digits.tflite").read_bytes())[:8] + bytes(len(b) - 8)],
@@ -120,11 +128,14 @@ def test_a_named_tflite_model_is_the_embedders_and_read_in_process(children: lis
     (lambda: [(TFLITE_DATA / "custom_op.tflite").read_bytes()], ErrorCode.UNSUPPORTED_OPERATION,
      "WasinnNoSuchOp"),
 ], ids=["truncated", "zeroed", "uninitialized-read", "custom-op"])
+
+
+@REFUSED
 def test_what_openvino_refuses_in_the_child_keeps_its_error_code(builders: Callable[[], list[bytes]],
                                                                    code: ErrorCode, words: str,
                                                                    children: list[list[str]],
                                                                    host_reads: list[str]) -> None:
-    with new_host() as host:
+    with new_host(limits=IN_PROCESS) as host:
         state = host.new_state()
         with pytest.raises(WasiNnError, match=words) as caught:
             state.load(builders(), TFLITE, ExecutionTarget.CPU)
@@ -146,9 +157,46 @@ def test_a_crash_in_the_child_is_invalid_argument_and_leaves_no_file(tmp_path: P
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    with new_host() as host:
+    with new_host(limits=IN_PROCESS) as host:
         state = host.new_state()
         with pytest.raises(WasiNnError, match=r"crashes OpenVINO's TFLite reader \(SIGSEGV") as caught:
             state.load([(WAMR_MODELS / "sum.tflite").read_bytes()], TFLITE, ExecutionTarget.CPU)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
     assert host_reads == [] and list(scratch.iterdir()) == []
+
+
+# -- the default: the guest's model in an isolated worker ---------------------------------------------
+@pytest.mark.parametrize("name", MODELS)
+def test_guest_tflite_in_a_worker_is_read_there_and_gives_the_same_outputs(name: str, children: list[list[str]],
+                                                                          host_reads: list[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path, inputs = MODELS[name]
+    outputs = run_guest_bytes(path.read_bytes(), inputs, Limits())
+    # No child process, and this process's OpenVINO read nothing: the worker read the guest's file.
+    assert _probe_children(children) == 0 and host_reads == [], (children, host_reads)
+    monkeypatch.setenv(_tflite_child.PROBE_ENV, "never")  # OpenVINO reading the file in this process
+    expected = run_guest_bytes(path.read_bytes(), inputs)
+    assert len(host_reads) == 1 and host_reads[0].endswith(".tflite")
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@REFUSED
+def test_what_openvino_refuses_in_a_worker_keeps_its_error_code(builders: Callable[[], list[bytes]],
+                                                                  code: ErrorCode, words: str,
+                                                                  children: list[list[str]],
+                                                                  host_reads: list[str]) -> None:
+    # The same code and words as from the child; OpenVINO's message names "model.tflite", not the
+    # worker's own path for the guest's bytes.
+    with new_host() as host:
+        state = host.new_state()
+        with pytest.raises(WasiNnError, match=words) as caught:
+            state.load(builders(), TFLITE, ExecutionTarget.CPU)
+        assert "wasinn-worker-" not in caught.value.message and "/proc/" not in caught.value.message
+        assert caught.value.code is code
+        # The host and the store go on: the same host loads and runs a good model next.
+        (y,) = run_graph(state, state.load([(WAMR_MODELS / "sum.tflite").read_bytes()], TFLITE,
+                                           ExecutionTarget.CPU), [np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)])
+        assert y.ravel().tolist() == [300.0]
+    assert _probe_children(children) == 0 and host_reads == []

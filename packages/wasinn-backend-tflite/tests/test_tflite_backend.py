@@ -22,6 +22,7 @@ from wasinn import (
     ErrorCode,
     ExecutionTarget,
     GraphEncoding,
+    Limits,
     Score,
     StoreState,
     Tensor,
@@ -48,6 +49,16 @@ def state(host: WasiNnHost) -> Iterator[StoreState]:
     s = host.new_state()
     yield s
     s.close()
+
+
+@pytest.fixture
+def in_process_state() -> Iterator[StoreState]:
+    """A store whose guest models run in this process (``Limits(guest_models="in-process")``): for
+    the tests of what only exists there (the backend's own state, output views, the child probe)."""
+    with WasiNnHost(backend="tflite", limits=Limits(guest_models="in-process")) as h:
+        s = h.new_state()
+        yield s
+        s.close()
 
 
 def run(state: StoreState, context: int, *arrays: np.ndarray, kinds: tuple[TensorType, ...] = ()) -> list[np.ndarray]:
@@ -214,7 +225,8 @@ def test_get_output_before_compute_is_invalid_argument(state: StoreState):
     assert code_of(excinfo) is ErrorCode.INVALID_ARGUMENT
 
 
-def test_a_held_output_view_blocks_compute_instead_of_crashing(state: StoreState):
+def test_a_held_output_view_blocks_compute_instead_of_crashing(in_process_state: StoreState):
+    state = in_process_state  # the backend's own output views and interpreters
     context = state.init_execution_context(load_file(state, DATA / "affine.tflite"))
     x = np.ones((5000, 4), np.float32)  # an 80 kB output: returned as a view, not copied
     state.set_input(context, 0, Tensor.from_numpy(x))
@@ -251,7 +263,8 @@ def _graph_state(state: StoreState, graph: int) -> backend.GraphState:
     return graph_state
 
 
-def test_contexts_lease_interpreters_lazily_and_finalized_ones_are_reused(state: StoreState):
+def test_contexts_lease_interpreters_lazily_and_finalized_ones_are_reused(in_process_state: StoreState):
+    state = in_process_state  # the backend's own output views and interpreters
     graph = load_file(state, WAMR / "sum.tflite")
     first = state.init_execution_context(graph)
     second = state.init_execution_context(graph)
@@ -411,12 +424,34 @@ def test_probe_policy(monkeypatch: pytest.MonkeyPatch):
     assert not _probe.wanted(trusted=False)
 
 
-def test_probe_turns_a_crash_into_invalid_argument(monkeypatch: pytest.MonkeyPatch, state: StoreState):
+def test_probe_turns_a_crash_into_invalid_argument(monkeypatch: pytest.MonkeyPatch, in_process_state: StoreState):
+    state = in_process_state  # the probe is how a host that loads a guest's model itself survives it
     monkeypatch.setenv(_probe.PROBE_ENV, "always")
     with pytest.raises(WasiNnError) as excinfo:  # both runtimes segfault in invoke on this model
         load_file(state, DATA / "crash_depthwise_no_bias.tflite")
     assert code_of(excinfo) is ErrorCode.INVALID_ARGUMENT
     assert "crashes the interpreter (SIGSEGV" in excinfo.value.message
+
+
+def test_a_crash_in_an_isolated_worker_is_the_guests_error_and_the_host_goes_on(state: StoreState):
+    # The default host runs the guest's model in a worker, where no probe runs (the worker is the
+    # throwaway process): the interpreter's crash kills the worker, and the guest gets runtime_error
+    # naming the signal (the probe of an in-process host says invalid_argument, at load).
+    graph = load_file(state, DATA / "crash_depthwise_no_bias.tflite")
+    context = state.init_execution_context(graph)
+    inputs = state.graph(graph).graph.inputs
+    with pytest.raises(WasiNnError) as excinfo:
+        for index, spec in enumerate(inputs):
+            shape = tuple(d or 1 for d in spec.shape or (1,))
+            state.set_input(context, index, Tensor.from_numpy(np.zeros(shape, spec.dtype.numpy_dtype)))
+        state.compute(context)
+    assert code_of(excinfo) is ErrorCode.RUNTIME_ERROR
+    assert "SIGSEGV" in excinfo.value.message
+    with pytest.raises(WasiNnError) as excinfo:  # the graph's worker is gone: later calls say so
+        state.compute(context)
+    assert code_of(excinfo) is ErrorCode.RUNTIME_ERROR
+    context = state.init_execution_context(load_file(state, WAMR / "sum.tflite"))  # the store goes on
+    assert run(state, context, np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1))[0].ravel().tolist() == [300.0]
 
 
 @pytest.mark.parametrize("name", ["no_split_options.tflite", "one_input_batch_matmul.tflite",
@@ -430,7 +465,8 @@ def test_known_crashers_are_refused_before_any_interpreter(monkeypatch: pytest.M
     assert "malformed TFLite model" in excinfo.value.message
 
 
-def test_probe_runs_once_per_model(monkeypatch: pytest.MonkeyPatch, state: StoreState):
+def test_probe_runs_once_per_model(monkeypatch: pytest.MonkeyPatch, in_process_state: StoreState):
+    state = in_process_state  # the probe is how a host that loads a guest's model itself survives it
     calls = []
     real = isolation.subprocess.run
     monkeypatch.setattr(isolation.subprocess, "run", lambda *a, **k: calls.append(1) or real(*a, **k))

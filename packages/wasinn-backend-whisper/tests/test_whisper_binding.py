@@ -13,6 +13,7 @@ import pytest
 from wasinn_backend_whisper import validate
 from wasinn_backend_whisper.testing import TinyWhisper, model_bytes
 
+import wasinn
 from wasinn.testing.guest import TrampolineGuest
 
 WHISPER, INVALID_ARGUMENT = 9, 1
@@ -40,14 +41,20 @@ def test_null_context_control_crashes_the_process(tmp_path: Path) -> None:
     assert run.returncode == -signal.SIGSEGV
 
 
-def test_null_context_is_caught_even_past_the_validator(guest: TrampolineGuest, monkeypatch: pytest.MonkeyPatch,
+def test_null_context_is_caught_even_past_the_validator(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     # A file the validator would refuse, handed on anyway: whisper.cpp's NULL must still not be used.
+    # The validator is replaced in this process, so the guest's model must load here, not in a worker.
     good = validate.validate(model_bytes())
     monkeypatch.setattr(validate, "validate", lambda data: good)
     monkeypatch.setenv("WASINN_WHISPER_PROBE", "never")
     broken = model_bytes()[:-1000]
-    assert guest.load([broken], encoding=WHISPER).errno == INVALID_ARGUMENT
+    with wasinn.WasiNnHost(limits=wasinn.Limits(guest_models="in-process")) as host:
+        guest = TrampolineGuest(host)
+        try:
+            assert guest.load([broken], encoding=WHISPER).errno == INVALID_ARGUMENT
+        finally:
+            guest.close()
     assert "whisper.cpp cannot load the model" in caplog.text
 
 

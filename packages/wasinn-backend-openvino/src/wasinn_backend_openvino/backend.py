@@ -34,6 +34,7 @@ from wasinn import (
     TensorSpec,
     TensorType,
     WasiNnError,
+    isolation,
 )
 from wasinn.guestlog import printable
 from wasinn_backend_openvino import _tflite_child, runtime
@@ -151,6 +152,10 @@ def can_handle(model: ModelDescription, hw: Hardware) -> Score | Decline | None:
 # -- loading ----------------------------------------------------------------------------------------
 def _read_error(model: ModelDescription, exc: BaseException) -> WasiNnError:
     text = runtime.message(exc)
+    if model.from_guest and model.paths:
+        # OpenVINO names the file it read: in a worker, the worker's own name for the guest's bytes
+        # (a host folder the guest has no business seeing). Say "model.tflite", as the child does.
+        text = text.replace(f"{model.paths[0].parent}{os.sep}", "")
     if "OpConversionFailure" in text or "translator" in text or "conversion rule" in text:
         return WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"OpenVINO cannot convert this {model.format.value} "
                                                             f"model: {text}")
@@ -166,6 +171,12 @@ def _tflite_in_child(model: ModelDescription) -> bool:
 def _read_tflite(core: Any, model: ModelDescription, path: str | None) -> Any:
     if _tflite_in_child(model):
         return _tflite_child.read_in_child(core, model.builders[0])
+    if isolation.IN_WORKER and (path is None or not path.endswith(".tflite")):
+        # A worker reads the guest's bytes itself (it is the throwaway process), but only through the
+        # name the worker gives them: it cannot write a file, and OpenVINO reads TFLite only from
+        # a path ending in ".tflite".
+        raise WasiNnError(ErrorCode.RUNTIME_ERROR, "OpenVINO reads TFLite only from a file named *.tflite, and "
+                                                   "this isolated worker has none for the model")
     if path is not None:
         return core.read_model(path)
     return _read_tflite_bytes(core, model.builders[0])

@@ -114,6 +114,8 @@ class Template:
         answer = self._answer(120.0)
         self.pid = int(answer["pid"])
         self.import_ms = float(answer["import_ms"])
+        #: What the runtime's import holds (VmData) before any model: a worker's cap comes on top of it.
+        self.baseline = max(0, int(answer.get("data_bytes", 0)))
         log.debug("worker template for %s started (pid %d, imports %.0f ms)", self.name, self.pid, self.import_ms)
 
     def _answer(self, timeout: float | None) -> Any:
@@ -554,7 +556,8 @@ class Proxy:
                     written = os.pwrite(fd, view, offset)
                     offset += written
                     view = view[written:]
-            spec = Confinement(memory_bytes=cap, files=True, syscalls=True, privileges=True, strict=options.strict)
+            spec = Confinement(memory_bytes=made.baseline + cap, files=True, syscalls=True, privileges=True,
+                               strict=options.strict)
             cpu = options.cpu_seconds
             # The worker needs no bytes in the description: they travel in the memfd.
             described = replace(model, builders=())

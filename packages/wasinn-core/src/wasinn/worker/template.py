@@ -19,9 +19,11 @@ import json
 import logging
 import mmap
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +35,27 @@ BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
         "from wasinn.worker.template import main; main(int(sys.argv[2]))")
 
 _PR_SET_PDEATHSIG = 1
+
+#: The file suffix a runtime may insist on for each format (OpenVINO reads TFLite only from a path
+#: ending in ``.tflite``): a worker's model is read through a name with it (:func:`model_links`).
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "gguf": ".gguf", "torchscript": ".pt", "torch-export": ".pt2",
+            "whisper": ".bin"}
+
+
+def model_links() -> tuple[str, int] | None:
+    """A private folder (0700) of symlinks ``model<suffix>`` -> ``/proc/self/fd/<N>``, and ``N``: a
+    descriptor the template keeps open on /dev/null, so that no other file takes that number. A worker
+    moves its model's memfd to ``N`` and so reads its own model through a name with the format's
+    suffix, writing nothing. The folder holds links only, never a byte of a model. ``None`` where it
+    cannot be made (the model then has only its ``/proc/self/fd`` path)."""
+    try:
+        reserved = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        folder = tempfile.mkdtemp(prefix="wasinn-worker-")
+        for suffix in ("", *SUFFIXES.values()):
+            os.symlink(f"/proc/self/fd/{reserved}", os.path.join(folder, "model" + suffix))
+    except OSError:
+        return None
+    return folder, reserved
 
 
 def load_plugin(spec: list[str]) -> object:
@@ -65,9 +88,11 @@ def main(fd: int) -> None:
         except Exception:
             pass
     read_paths = runtime_read_paths()
+    links = model_links()
     gc.collect()
     gc.freeze()  # what the template holds is never collected again: fewer copy-on-write faults
     protocol.reply(sock, [protocol.OK, {"pid": os.getpid(), "import_ms": (time.perf_counter() - started) * 1000,
+                                        "data_bytes": _data_bytes(),
                                         "unavailable": backend.unavailable}])
     children: dict[int, int] = {}  # pid -> wait status, once reaped
     live: set[int] = set()
@@ -97,7 +122,7 @@ def main(fd: int) -> None:
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                _worker(fds[0], backend.hooks, read_paths)  # never returns
+                _worker(fds[0], backend.hooks, read_paths, links)  # never returns
             live.add(pid)
             protocol.reply(sock, [protocol.OK, pid])
         elif op == "reap":
@@ -120,17 +145,20 @@ def main(fd: int) -> None:
             os.waitpid(pid, 0)
         except OSError:
             pass
+    if links is not None:
+        shutil.rmtree(links[0], ignore_errors=True)
     os._exit(0)
 
 
-def _worker(fd: int, hooks: dict[str, Callable[..., Any]], read_paths: list[str]) -> None:
+def _worker(fd: int, hooks: dict[str, Callable[..., Any]], read_paths: list[str],
+            links: tuple[str, int] | None) -> None:
     code = 0
     try:
         import ctypes
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the template goes: so does this
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        Worker(socket.socket(fileno=fd), hooks, read_paths).serve()
+        Worker(socket.socket(fileno=fd), hooks, read_paths, links).serve()
     except BaseException:
         code = 70
     finally:
@@ -166,8 +194,10 @@ class LogRelay(logging.Handler):
 class Worker:
     """One graph's worker: confines itself at the first message, then serves hooks until told to go."""
 
-    def __init__(self, sock: socket.socket, hooks: dict[str, Callable[..., Any]], read_paths: list[str]) -> None:
+    def __init__(self, sock: socket.socket, hooks: dict[str, Callable[..., Any]], read_paths: list[str],
+                 links: tuple[str, int] | None = None) -> None:
         self.sock = sock
+        self.links = links
         self.hooks = hooks
         self.read_paths = read_paths
         self.graph: Any = None
@@ -245,6 +275,11 @@ class Worker:
         # no temporary file written (the worker cannot write one); it stays open with the graph.
         self.model_fd = fds.pop(0)
         paths = (Path(f"/proc/self/fd/{self.model_fd}"),) if len(sizes) == 1 else None
+        if paths is not None and self.links is not None:
+            # The same memfd, by a name with the format's suffix (see model_links).
+            folder, number = self.links
+            os.dup2(self.model_fd, number, inheritable=False)
+            paths = (Path(folder) / ("model" + SUFFIXES.get(str(model.format), "")),)
         model = _replace(model, builders=tuple(builders), paths=paths)
         self.limits = model.limits
         self._cpu()
@@ -255,8 +290,8 @@ class Worker:
         cap = confinement.memory_bytes
         room = cap - _data_bytes() if cap else None
         if cap and room is not None and room < model.limits.max_runtime_bytes_per_store:
-            self.store_budget = StoreBudget(max(room, 0), f"what the worker's memory cap of {cap >> 20} MiB "
-                                                          f"leaves after the model, Limits.worker_memory_bytes")
+            self.store_budget = StoreBudget(max(room, 0), "what the worker's memory cap leaves after the runtime "
+                                                          "and the model, Limits.worker_memory_bytes")
         else:
             self.store_budget = StoreBudget(model.limits.max_runtime_bytes_per_store)
         from wasinn.hookspecs import Graph
@@ -395,7 +430,8 @@ class Worker:
 
 
 def _data_bytes() -> int:
-    """This process's data segment now (what ``RLIMIT_DATA`` counts), from /proc/self/status."""
+    """This process's data segment now (``VmData``: what ``RLIMIT_DATA`` counts). In the template: what
+    the runtime's import already holds, which every worker forked from it starts with."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
