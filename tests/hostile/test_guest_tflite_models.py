@@ -223,8 +223,8 @@ def _reads_update_atime(tmp_path: Path) -> bool:
 def test_guest_tflite_models_leave_the_host_untouched(route: str, tmp_path_factory: pytest.TempPathFactory,
                                                       tmp_path: Path) -> None:
     report, left, atime = run_route(route, tmp_path_factory)
-    assert set(report["backends"]) == ({"openvino"} if route == "allow=openvino" else
-                                       {"onnx", "openvino"} if route.startswith("deny=tflite") else set(BACKENDS)), report
+    assert set(report["backends"]) == ({"openvino"} if route == "allow=openvino" else {"onnx", "openvino"}
+                                       if route.startswith("deny=tflite") else set(BACKENDS)), report
     assert left == [], f"files left in TMPDIR: {left}"
     if _reads_update_atime(tmp_path):
         assert atime == 0, "a runtime read the host file the model named as its weights"
