@@ -163,6 +163,30 @@ def test_an_output_over_the_tensor_limit_is_not_kept() -> None:
         _output_over_the_limit(host)
 
 
+def test_an_output_over_the_tensor_limit_is_not_kept_by_a_worker() -> None:
+    # The same run isolated (the default): the store's charge for the worker follows what the
+    # worker's context holds, after a refused run too (its output is gone there, so is the charge).
+    limits = Limits(max_tensor_bytes=16 * MiB, max_runtime_bytes_per_store=128 * MiB)
+    with wasinn.WasiNnHost(limits=limits) as host:
+        guest = TrampolineGuest(host)
+        graph = guest.load([_expand_by_input()])
+        assert graph.ok and graph.value is not None
+        context = guest.init_execution_context(graph.value)
+        assert context.ok and context.value is not None
+        entry = guest.state.tables.contexts[context.value]
+        assert guest.set_input(context.value, 0, np.ones(1, np.float32)).ok
+        assert guest.set_input(context.value, 1, np.array([MiB // 4], np.int64)).ok
+        assert guest.compute(context.value).ok
+        assert entry.context.budget.holding("isolated worker") >= MiB
+        assert guest.set_input(context.value, 1, np.array([32 * MiB // 4], np.int64)).ok
+        assert guest.compute(context.value).errno == TOO_LARGE
+        assert entry.context.budget.holding("isolated worker") < MiB
+        assert guest.get_output_bytes(context.value, 0)[0].errno == INVALID
+        assert guest.set_input(context.value, 1, np.array([4], np.int64)).ok
+        assert guest.compute(context.value).ok
+        guest.close()
+
+
 def _output_over_the_limit(host: wasinn.WasiNnHost) -> None:
     guest = TrampolineGuest(host)
     graph = guest.load([_expand_by_input()])

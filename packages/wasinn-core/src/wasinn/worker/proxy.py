@@ -332,11 +332,15 @@ class WorkerGraph:
             if answer is None:
                 self._kill(f"{what} did not finish within {deadline:g} s (Limits.worker_call_seconds)")
             else:
-                if answer[0] == protocol.ERROR:
-                    code = ErrorCode.__members__.get(str(answer[1]), ErrorCode.RUNTIME_ERROR)
-                    raise WasiNnError(code, protocol.text(answer[2]))
-                if answer[0] == protocol.EXCEPTION:
-                    raise _exception(self, what, str(answer[1]), str(answer[2]))
+                if answer[0] in (protocol.ERROR, protocol.EXCEPTION):
+                    if answer[0] == protocol.ERROR:
+                        code = ErrorCode.__members__.get(str(answer[1]), ErrorCode.RUNTIME_ERROR)
+                        error = WorkerError(code, protocol.text(answer[2]))
+                    else:
+                        error = _exception(self, what, str(answer[1]), str(answer[2]))
+                    held = answer[3] if len(answer) > 3 else None
+                    error.held = held if type(held) is int and held >= 0 else None
+                    raise error
                 if answer[0] in (protocol.OK, protocol.NEED):
                     return answer
                 raise ValueError("unknown reply")
@@ -502,15 +506,21 @@ def _abandon(sock: socket.socket, pidfd: int) -> None:
     sock.close()
 
 
-def _exception(worker: WorkerGraph, what: str, kind: str, message: str) -> WasiNnError:
+class WorkerError(WasiNnError):
+    """A worker's error reply: with what the call's context holds after it (``None``: not said)."""
+
+    held: int | None = None
+
+
+def _exception(worker: WorkerGraph, what: str, kind: str, message: str) -> WorkerError:
     """A backend's exception in the worker, as ``call_backend`` words it in-process; an allocation
     the memory cap refused is ``too_large``, naming the cap."""
     if kind == "MemoryError" or "bad_alloc" in message or "ailed to allocate" in message:
         log.warning("backend %s: worker %d: %s ran out of memory under its cap of %s (Limits.worker_memory_bytes)",
                     worker.backend, worker.pid, what, _human(worker.cap))
-        return WasiNnError(ErrorCode.TOO_LARGE, f"backend {worker.backend}: {what} needs more memory than the "
+        return WorkerError(ErrorCode.TOO_LARGE, f"backend {worker.backend}: {what} needs more memory than the "
                                                 f"worker's cap of {_human(worker.cap)} ({kind}: {message})")
-    return WasiNnError(ErrorCode.RUNTIME_ERROR, f"backend {worker.backend}: {what} failed: {kind}: {message}")
+    return WorkerError(ErrorCode.RUNTIME_ERROR, f"backend {worker.backend}: {what} failed: {kind}: {message}")
 
 
 def _spec(raw: Any) -> TensorSpec:
@@ -632,14 +642,15 @@ class Proxy:
                 worker.eager_for = None  # what get_output answers may depend on the inputs
             if defer:
                 return
-            answer = worker.call("set_input", ("set_input", handle, worker.take(handle)))
+            answer = _charging(context, worker.call, "set_input", ("set_input", handle, worker.take(handle)))
         _hold(context, answer)
 
     def _compute(self, context: Context, hook: str) -> None:
         worker = self.worker(context.graph)
         eager = {"compute": "get_output", "compute_single": "get_output_single"}.get(hook)
         with worker.lock:
-            answer = worker.call(hook, ("compute", context.state, hook, worker.take(context.state), eager))
+            answer = _charging(context, worker.call, hook, ("compute", context.state, hook, worker.take(context.state),
+                                                           eager))
             if eager is not None and worker.outputs is not None:
                 worker.eager = _eager_outputs(answer[1])
                 worker.eager_for = (context.state, eager)
@@ -662,7 +673,8 @@ class Proxy:
                 assert worker.outputs is not None
                 return self._checked(worker, index, hook, memoryview(worker.outputs)[offset:], dtype, shape)
             for _ in range(2):
-                answer = worker.call(hook, ("get_output", context.state, index, hook, worker.take(context.state)))
+                answer = _charging(context, worker.call, hook,
+                                   ("get_output", context.state, index, hook, worker.take(context.state)))
                 if answer[0] == protocol.NEED:
                     nbytes = int(answer[1])
                     if nbytes > worker.max_tensor_bytes:
@@ -710,6 +722,20 @@ def _eager_outputs(raw: Any) -> dict[int, tuple[Any, Any, int]]:
                     0 <= item[3] < 1 << 48:
                 found[item[0]] = (item[1], item[2], item[3])
     return found
+
+
+def _charging(context: Context, call: Callable[..., list[Any]], *args: Any) -> list[Any]:
+    """``call(*args)``; when the worker answers with an error, what the context holds after it still
+    replaces the store's charge (a refused run's output is gone in the worker: so is its charge)."""
+    try:
+        return call(*args)
+    except WorkerError as exc:
+        if exc.held is not None:
+            try:
+                context.budget.hold("isolated worker", exc.held)
+            except WasiNnError:
+                pass  # more than before, and over a limit: the error the guest gets is the worker's
+        raise
 
 
 def _hold(context: Context, answer: list[Any]) -> None:

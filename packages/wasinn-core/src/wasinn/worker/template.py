@@ -209,6 +209,8 @@ class Worker:
         self.store_budget: Any = None
         self.limits: Any = None
         self.model_fd = -1
+        #: The context of the call being served: what it holds goes back with an error reply too.
+        self.current: Any = None
         self.relay = LogRelay()
         root = logging.getLogger()
         for handler in list(root.handlers):
@@ -226,12 +228,13 @@ class Worker:
             except (EOFError, ConnectionError):
                 return
             op = message[0]
+            self.current = None
             try:
                 answer = getattr(self, "op_" + op)(message, fds)
             except WasiNnError as exc:
-                answer = [protocol.ERROR, exc.code.name, protocol.text(exc.message)]
+                answer = [protocol.ERROR, exc.code.name, protocol.text(exc.message), self._still_held()]
             except Exception as exc:
-                answer = [protocol.EXCEPTION, type(exc).__name__, protocol.text(exc)]
+                answer = [protocol.EXCEPTION, type(exc).__name__, protocol.text(exc), self._still_held()]
             finally:
                 for fd in fds:
                     try:
@@ -244,6 +247,9 @@ class Worker:
             protocol.reply(self.sock, answer)
             if op == "unload":
                 return
+
+    def _still_held(self) -> int | None:
+        return self._held(self.current) if self.current is not None else None
 
     def _held(self, context: Any) -> int:
         return int(context.budget.held) if context is not None else 0
@@ -365,7 +371,7 @@ class Worker:
 
     def op_set_input(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
         _, handle, pending = message
-        context = self.contexts[handle]
+        context = self.current = self.contexts[handle]
         self._apply(context, pending)
         return [protocol.OK, None, self._held(context)]
 
@@ -376,7 +382,7 @@ class Worker:
 
     def op_compute(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
         _, handle, hook, pending, eager = message
-        context = self.contexts[handle]
+        context = self.current = self.contexts[handle]
         self._apply(context, pending)
         self._cpu()
         self.hooks[hook](context)  # compute, compute_single, fini_single
@@ -414,7 +420,7 @@ class Worker:
         import numpy as np
 
         _, handle, index, hook, pending = message
-        context = self.contexts[handle]
+        context = self.current = self.contexts[handle]
         self._apply(context, pending)
         result = self.hooks[hook](context, index)
         if not isinstance(result, np.ndarray):
