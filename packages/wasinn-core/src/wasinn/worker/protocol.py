@@ -44,11 +44,14 @@ LOG = 4         # [4, [[level, logger name, text], ...], dropped]: log records, 
 #: Log records a worker relays per call (the rest are counted as dropped).
 MAX_LOG_RECORDS = 20
 
-#: How long each side polls for the other's next message before it sleeps in the kernel. A wake-up
-#: through the scheduler costs 15-70 µs on a VM (a socket round trip with both sides asleep: about
-#: 60 µs median on the 2-core test machine); with both sides polling, about 7 µs. Bounded, so an idle
-#: worker or a long ``compute`` costs at most this much CPU per message.
+#: How long each side polls for the other's next message before it sleeps in the kernel, at least
+#: and at most. A wake-up through the scheduler costs 15-70 µs on a VM (a socket round trip with both
+#: sides asleep: about 60 µs median on the 2-core test machine); with both sides polling, about 7 µs.
+#: Each side polls for about twice the wait it saw last (a short call, a guest's quick next call),
+#: within these bounds, and not at all after a wait longer than the maximum: an idle worker or a long
+#: ``compute`` costs no polling.
 SPIN_S = 200e-6
+MAX_SPIN_S = 2e-3
 #: Outputs a worker copies into the output buffer right after ``compute`` (so that ``get_output``
 #: needs no round trip), in all at most this many bytes.
 EAGER_BYTES = 1 << 20
@@ -121,19 +124,28 @@ def align(offset: int) -> int:
 
 
 class Poller:
-    """Polls one socket for a message for up to :data:`SPIN_S` before a caller blocks on it."""
+    """Polls one socket for a message before its caller blocks on it, for about twice as long as the
+    last wait (see :data:`SPIN_S`)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
+        self.last_wait = 0.0
 
-    def spin(self, seconds: float = SPIN_S) -> bool:
+    def window(self, last_wait: float) -> float:
+        """How long to poll after a wait of ``last_wait`` seconds last time."""
+        return 0.0 if last_wait > MAX_SPIN_S else min(MAX_SPIN_S, max(SPIN_S, 2 * last_wait))
+
+    def spin(self, seconds: float) -> bool:
         """True as soon as the socket is readable (or closed); False after ``seconds``."""
-        poll, clock = self._poll.poll, time.perf_counter
+        if seconds <= 0:
+            return False
+        poll, clock, pause = self._poll.poll, time.perf_counter, os.sched_yield
         end = clock() + seconds
         while not poll(0):
             if clock() >= end:
                 return False
+            pause()  # on a busy machine the other side may need this very CPU to answer
         return True
 
 

@@ -54,8 +54,6 @@ MIN_BUFFER = mmap.PAGESIZE
 #: Signals a runtime's crash ends a worker with (SIGSYS: the seccomp filter's verdict).
 CRASHES = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS,
                      signal.SIGTRAP})
-#: A call that took longer than this last time is waited for asleep, without polling first.
-SLOW_CALL_S = 2e-3
 #: Pending inputs (see :meth:`Proxy.set_input`) may fill this much of a worker's input buffer.
 PENDING_BYTES = 64 * MiB
 
@@ -289,8 +287,7 @@ class WorkerGraph:
     #: ``index -> (dtype, shape, offset)`` in the output buffer. Any later call clears them.
     eager_for: tuple[int, str] | None = None
     eager: dict[int, tuple[Any, Any, int]] = field(default_factory=dict)
-    #: How long the last call of each kind took: a call that takes milliseconds is waited for
-    #: asleep at once, without polling first.
+    #: How long the last call of each kind took: how long to poll for its reply next time.
     last_s: dict[str, float] = field(default_factory=dict)
     poller: protocol.Poller | None = None
     #: The worker's log records reach the host's log at most at a guest's rate (burst 20, 2/s).
@@ -322,8 +319,8 @@ class WorkerGraph:
             started = time.perf_counter()
             protocol.send(self.sock, message, fds)
             assert self.poller is not None
-            quick = self.last_s.get(what, 0.0) < SLOW_CALL_S
-            ready = (quick and self.poller.spin()) or bool(select.select([self.sock], [], [], deadline)[0])
+            ready = self.poller.spin(self.poller.window(self.last_s.get(what, 0.0))) or \
+                bool(select.select([self.sock], [], [], deadline)[0])
             self.last_s[what] = time.perf_counter() - started
             answer = protocol.recv_reply(self.sock) if ready else None
             if answer is not None and answer[0] == protocol.LOG:

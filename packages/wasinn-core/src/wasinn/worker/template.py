@@ -19,6 +19,7 @@ import json
 import logging
 import mmap
 import os
+import select
 import shutil
 import signal
 import socket
@@ -221,8 +222,13 @@ class Worker:
     def serve(self) -> None:
         from wasinn.errors import WasiNnError
         poller = protocol.Poller(self.sock)
+        waited = 0.0
         while True:
-            poller.spin()  # the host's next call often follows at once: poll before sleeping
+            # The host's next call often follows soon (the guest's next inference): poll first.
+            started = time.perf_counter()
+            if not poller.spin(poller.window(waited)):
+                select.select([self.sock], [], [])
+            waited = time.perf_counter() - started
             try:
                 message, fds = protocol.recv_host_message(self.sock)
             except (EOFError, ConnectionError):
