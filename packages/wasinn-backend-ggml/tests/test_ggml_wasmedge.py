@@ -126,6 +126,30 @@ def test_json_schema_gives_schema_valid_json(guest: TrampolineGuest, prompt: byt
         assert prefix.startswith("{") and not re.search(r"[\x00-\x1f]", prefix)
 
 
+@pytest.mark.parametrize("long_token", [False, True])
+def test_tokens_that_are_not_utf8_are_found_without_keeping_every_piece(tmp_path: Path, long_token: bool) -> None:
+    # The ban list (byte tokens C0, C1, F5-FF) is computed once per graph from every token's bytes;
+    # those bytes are not kept (for Gemma's vocabulary they were 29 MB), only the generated tokens'.
+    from wasinn_backend_ggml.testing import vocabulary
+
+    tokens = vocabulary()[0]
+    if long_token:  # a piece longer than the scan's buffer, holding a byte token's neighbour
+        tokens[300] = "▁" + "x" * 1000
+    model = write_tiny_llama(tmp_path / "model.gguf", tokens=tokens)
+    with wasinn.WasiNnHost() as host:
+        host.register_model("default", model)
+        guest = TrampolineGuest(host, functions=WASMEDGE_FUNCTIONS)
+        try:
+            ctx = open_context(guest, {**GREEDY, "ctx-size": 256, "n-predict": 40, "json-schema": json.dumps(PEOPLE)})
+            set_bytes(guest, ctx, 0, b"json")
+            assert guest.compute(ctx).ok
+            graph = guest.state.context(ctx).context.state.graph
+            assert graph.not_utf8 == [3 + b for b in (0xC0, 0xC1, *range(0xF5, 0x100))]
+            assert 0 < len(graph.pieces) <= metadata(guest, ctx)["output_tokens"]
+        finally:
+            guest.close()
+
+
 def _native_constrained(prompt: bytes, grammar: llama_cpp.LlamaGrammar) -> bytes:
     native = _native_constrained.llm  # type: ignore[attr-defined]
     tokens = native.tokenize(prompt, add_bos=True, special=True)

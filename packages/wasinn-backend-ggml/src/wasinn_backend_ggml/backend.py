@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -84,6 +85,9 @@ TOKENIZE_BYTES_PER_BYTE = 64
 #: and specials the tokenizer may add (BOS, EOS).
 TOKENS_PER_BYTE, EXTRA_TOKENS = 3, 16
 TOKEN_BYTES = 4  # llama_token is an int32
+#: Bytes that never occur in UTF-8: C0, C1 (overlong lead bytes) and F5-FF.
+NOT_UTF8_BYTES = re.compile(rb"[\xc0\xc1\xf5-\xff]")
+PIECE_BUFFER = 256  # bytes: a token's text is shorter in real vocabularies
 
 
 def _error(code: ErrorCode, message: str) -> WasiNnError:
@@ -748,11 +752,24 @@ class GgmlBackend:
                         "longer echoed", type(exc).__name__, exc)
 
     def _not_utf8(self, graph: GraphState) -> list[int]:
+        """The tokens whose bytes hold one that never occurs in UTF-8, once per graph. The scan reads
+        every piece into one buffer and keeps none of them: through ``piece`` it kept the whole
+        vocabulary (29 MB of bytes objects for Gemma's 262144 tokens) for tokens never generated."""
         with graph.lock:
             if graph.not_utf8 is None:
-                invalid = set(range(0xF5, 0x100)) | {0xC0, 0xC1}
-                graph.not_utf8 = [token for token in range(graph.model.n_vocab())
-                                  if not invalid.isdisjoint(self.piece(graph, token))]
+                invalid = NOT_UTF8_BYTES
+                vocab, to_piece = graph.model.vocab, self.llama.llama_token_to_piece
+                buffer = ctypes.create_string_buffer(PIECE_BUFFER)
+                banned = []
+                for token in range(graph.model.n_vocab()):
+                    n = to_piece(vocab, token, buffer, PIECE_BUFFER, 0, False)
+                    if n < 0:  # a longer piece (a hostile vocabulary's): read alone, the buffer stays small
+                        found = invalid.search(self._piece_bytes(graph, token, -n)) is not None
+                    else:
+                        found = invalid.search(buffer.raw, 0, n) is not None  # .raw: PIECE_BUFFER bytes
+                    if found:
+                        banned.append(token)
+                graph.not_utf8 = banned
             return graph.not_utf8
 
     def piece(self, graph: GraphState, token: int) -> bytes:
@@ -761,15 +778,18 @@ class GgmlBackend:
         cached = graph.pieces.get(token)
         if cached is not None:
             return cached
-        model = graph.model
-        buffer = ctypes.create_string_buffer(64)
-        n = self.llama.llama_token_to_piece(model.vocab, token, buffer, 64, 0, False)
-        if n < 0:
-            buffer = ctypes.create_string_buffer(-n)
-            n = self.llama.llama_token_to_piece(model.vocab, token, buffer, -n, 0, False)
-        piece = buffer.raw[:max(n, 0)]
+        piece = self._piece_bytes(graph, token, 64)
         graph.pieces[token] = piece  # at most one entry per vocabulary token
         return piece
+
+    def _piece_bytes(self, graph: GraphState, token: int, size: int) -> bytes:
+        vocab = graph.model.vocab
+        buffer = ctypes.create_string_buffer(size)
+        n = self.llama.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = self.llama.llama_token_to_piece(vocab, token, buffer, -n, 0, False)
+        return buffer.raw[:max(n, 0)]
 
     def compute(self, context: Context) -> None:
         cstate: ContextState = context.state
