@@ -319,8 +319,7 @@ class WorkerGraph:
             started = time.perf_counter()
             protocol.send(self.sock, message, fds)
             assert self.poller is not None
-            ready = self.poller.spin(self.poller.window(self.last_s.get(what, 0.0))) or \
-                bool(select.select([self.sock], [], [], deadline)[0])
+            ready = self.poller.wait(self.sock, self.last_s.get(what, 0.0), deadline)
             self.last_s[what] = time.perf_counter() - started
             answer = protocol.recv_reply(self.sock) if ready else None
             if answer is not None and answer[0] == protocol.LOG:
