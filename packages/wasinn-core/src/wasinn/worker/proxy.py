@@ -374,20 +374,28 @@ class WorkerGraph:
             return True
         return bool(ready)
 
-    def _kill(self, why: str) -> None:
+    def _sigkill(self) -> None:
         try:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         except OSError:
-            pass
+            pass  # gone already
+
+    def abandon(self, why: str) -> None:
+        """Kill, reap and close a worker that is still alive (a load that failed): ``why`` is its epitaph."""
+        if self.dead is None:
+            self.dead = why
+            self._sigkill()
+            self.template.reap(self.pid)
+            self.close()
+
+    def _kill(self, why: str) -> None:
+        self._sigkill()
         self._wait_exit(EXIT_GRACE_S)
         self._gone(f"was killed: {why}", self.template.reap(self.pid), killed=True)
 
     def _died(self, what: str) -> None:
         if not self._wait_exit(EXIT_GRACE_S):
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except OSError:
-                pass
+            self._sigkill()
         status = self.template.reap(self.pid)
         self._gone(f"died during {what}", status, killed=False)
 
@@ -432,10 +440,7 @@ class WorkerGraph:
                 return  # already reaped by the failure
             self.dead = "unloaded"
             if not self._wait_exit(EXIT_GRACE_S):
-                try:
-                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-                except OSError:
-                    pass
+                self._sigkill()
             self.template.reap(self.pid)
             self.close()
 
@@ -570,7 +575,7 @@ class Proxy:
             level = logging.getLogger().getEffectiveLevel()
             answer = worker.call("load", ("load", described, sizes, hw, spec, cpu, level), (fd,))
         except WasiNnError as exc:
-            self._abandon_load(worker)
+            worker.abandon("load failed")
             if worker.crash_signal in CRASHES:
                 # The worker is the probe: bytes that crash the runtime are a malformed model, as a
                 # child probe says of them in-process (wasinn.isolation).
@@ -580,7 +585,7 @@ class Proxy:
                                                               f"loaded ({name} in an isolated worker)") from None
             raise exc
         except BaseException:
-            self._abandon_load(worker)
+            worker.abandon("load failed")
             raise
         finally:
             os.close(fd)
@@ -592,17 +597,6 @@ class Proxy:
         worker.input_specs = [_spec(s) for s in info["inputs"]]
         return Graph(inputs=list(worker.input_specs), outputs=[_spec(s) for s in info["outputs"]],
                      device=protocol.text(info.get("device", "cpu"))[:100], state=worker)
-
-    @staticmethod
-    def _abandon_load(worker: WorkerGraph) -> None:
-        if worker.dead is None:
-            worker.dead = "load failed"
-            try:
-                signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-            worker.template.reap(worker.pid)
-            worker.close()
 
     def unload(self, graph: Graph) -> None:
         self.worker(graph).finish()
