@@ -272,7 +272,7 @@ def test_a_model_that_crashes_its_worker_at_load_is_malformed(make_guest: Any, d
     caplog.set_level(logging.WARNING, "wasinn")
     guest = make_guest()
     assert guest.load([hostile(do, hook="load")]).errno == ERRNO["invalid_argument"]
-    assert f"crashes fake ({signame} in its worker)" in caplog.text
+    assert f"crashes fake ({signame} in its worker, memory cap" in caplog.text
     assert infer(guest, guest.load([affine_model()]).value)[0] == 0
 
 

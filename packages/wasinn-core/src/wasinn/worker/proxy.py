@@ -580,9 +580,12 @@ class Proxy:
                 # The worker is the probe: bytes that crash the runtime are a malformed model, as a
                 # child probe says of them in-process (wasinn.isolation).
                 name = signal.Signals(worker.crash_signal).name
-                log.warning("a guest's %s crashes %s (%s in its worker): refused", model.describe(), self.name, name)
+                # A runtime that aborts when an allocation fails looks the same: the cap is named.
+                log.warning("a guest's %s crashes %s (%s in its worker, memory cap %s, Limits.worker_memory_bytes): "
+                            "refused", model.describe(), self.name, name, _human(worker.cap))
                 raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"the model crashes backend {self.name} when it is "
-                                                              f"loaded ({name} in an isolated worker)") from None
+                                                              f"loaded ({name} in an isolated worker whose memory "
+                                                              f"cap is {_human(worker.cap)})") from None
             raise exc
         except BaseException:
             worker.abandon("load failed")
