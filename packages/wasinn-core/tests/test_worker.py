@@ -86,6 +86,68 @@ def test_a_guests_model_runs_in_a_worker_with_the_same_results(make_guest: Any) 
     assert len(fake.LIVE_GRAPHS) == 1  # the control's graph is in-process
 
 
+def _sequence(guest: TrampolineGuest) -> list[Any]:
+    """Calls in orders a guest may make them, with what each answered (errnos and outputs)."""
+    seen: list[Any] = []
+    graph = guest.load([affine_model()]).value
+    assert graph is not None
+    a, b = guest.init_execution_context(graph).value, guest.init_execution_context(graph).value
+    assert a is not None and b is not None
+    x2 = X + 10
+
+    def out(ctx: int) -> None:
+        call, value = guest.get_output(ctx, 0, np.float32, (1, 4))
+        seen.append((call.errno, None if value is None else value.tolist()))
+
+    seen.append(guest.set_input(a, 0, X).errno)
+    seen.append(guest.set_input(a, 0, x2).errno)  # the same index twice before compute: the last wins
+    seen.append(guest.set_input(b, 0, X).errno)  # another context's input waits beside it
+    seen.append(guest.compute(a).errno)
+    out(a)
+    seen.append(guest.set_input(a, 0, X).errno)  # then read before computing again
+    out(a)
+    seen.append(guest.compute(b).errno)
+    out(b)
+    seen.append(guest.set_input(a, 0, X.reshape(2, 2)).errno)  # not the declared shape: answered at once
+    seen.append(guest.set_input(a, 0, X.astype(np.float64)[:, :2]).errno)
+    seen.append(guest.compute(a).errno)
+    out(a)
+    seen.append(guest.set_input(b, 0, x2).errno)
+    seen.append(guest.finalize_execution_context(b).errno)  # an input that never computed goes with it
+    seen.append(guest.compute(a).errno)
+    out(a)
+    return seen
+
+
+def test_inputs_sent_with_compute_answer_as_in_process(make_guest: Any) -> None:
+    # One round trip per inference: an input that matches the graph's declaration travels with the
+    # next call. Whatever order a guest makes its calls in, every call answers as in-process.
+    isolated, control = _sequence(make_guest()), _sequence(make_guest(guest_models="in-process"))
+    assert isolated == control
+    assert isolated[4] == (0, ((X + 10) * 2 + 1).tolist()), "the last input of index 0 was used"
+    assert any(isinstance(step, int) and step for step in isolated), "the sequence has refused calls too"
+
+
+def test_one_round_trip_per_inference(make_guest: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = make_guest()
+    graph = guest.load([affine_model()]).value
+    infer(guest, graph)  # the first inference sizes the shared buffers
+    ctx = guest.init_execution_context(graph).value
+    calls: list[str] = []
+    real = proxy.WorkerGraph._call
+
+    def counted(self: proxy.WorkerGraph, what: str, *args: Any) -> list[Any]:
+        calls.append(what)
+        return real(self, what, *args)
+
+    monkeypatch.setattr(proxy.WorkerGraph, "_call", counted)
+    for _ in range(5):
+        assert guest.set_input(ctx, 0, X).ok and guest.compute(ctx).ok
+        call, out = guest.get_output(ctx, 0, np.float32, (1, 4))
+        assert call.ok and np.array_equal(out, EXPECTED)
+    assert calls == ["compute"] * 5
+
+
 def test_named_models_stay_in_process(make_guest: Any) -> None:
     fake.LIVE_GRAPHS.clear()
     guest = make_guest()
