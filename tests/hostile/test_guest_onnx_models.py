@@ -23,20 +23,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper
 
 import wasinn
 from wasinn import ErrorCode
 from wasinn.abi.profiles import WITX_ERRORS
-from wasinn.testing.guest import TrampolineGuest
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "packages" / "wasinn-backend-onnx" / "tests" / "onnx_bomb_models.py"
 sys.path.insert(0, str(WORKER.parent))
 
-from onnx_bomb_models import BOMBS, TEST_LIMITS, MiB, first_failure  # noqa: E402
+from onnx_bomb_models import (  # noqa: E402
+    BOMBS,
+    TEST_LIMITS,
+    MiB,
+    first_failure,
+    forged_lines,
+    forging_models,
+    run_forging_model,
+)
 
 TOO_LARGE, UNSUPPORTED = WITX_ERRORS[ErrorCode.TOO_LARGE], WITX_ERRORS[ErrorCode.UNSUPPORTED_OPERATION]
 #: Guest sessions of ONNX Runtime compute in an arena capped at max_runtime_bytes_per_context
@@ -120,41 +125,6 @@ def test_a_guest_onnx_bomb_is_refused_within_bounded_memory(backend: str, varian
 
 
 # -- log lines -------------------------------------------------------------------------------------------
-FORGED = "WARNING wasinn: FORGED LINE"
-
-
-def _model(nodes: list[object], inputs: list[object], outputs: list[object], domains: dict[str, int] | None = None
-           ) -> bytes:
-    opsets = [helper.make_opsetid("", 13)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
-    proto = helper.make_model(helper.make_graph(nodes, "m", inputs, outputs), opset_imports=opsets, ir_version=8)
-    data: bytes = proto.SerializeToString()
-    return data
-
-
-def _f32(name: str, shape: list[int | None]) -> object:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-
-def forging_models() -> dict[str, tuple[bytes, list[np.ndarray]]]:
-    s1 = helper.make_tensor_value_info("s", TensorProto.INT64, [1])
-    feed = [np.ones(2, np.float32), np.array([3], np.int64)]
-
-    def reshape(name: str) -> bytes:  # 2 elements cannot be reshaped to [3]: fails at compute
-        return _model([helper.make_node("Reshape", ["x", "s"], ["y"], name=name)], [_f32("x", [2]), s1],
-                      [_f32("y", [None])])
-
-    return {
-        "op_type": (_model([helper.make_node(f"Relu\n{FORGED}", ["x"], ["y"])], [_f32("x", [1])], [_f32("y", [1])]),
-                    []),
-        "domain": (_model([helper.make_node("Relu", ["x"], ["y"], domain=f"d\n{FORGED}")], [_f32("x", [1])],
-                          [_f32("y", [1])], {f"d\n{FORGED}": 1}), []),
-        "value_name": (_model([helper.make_node("Relu", ["x"], ["y"])], [_f32("x", [1])], [_f32(f"z\n{FORGED}", [1])]),
-                       []),
-        "node_name": (reshape(f"n\n{FORGED}"), feed),
-        "terminal_escape": (reshape(f"n\x1b[2K\r{FORGED}"), feed),
-    }
-
-
 @pytest.mark.parametrize("spelling", sorted(forging_models()))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_guest_cannot_forge_a_log_line(backend: str, spelling: str, caplog: pytest.LogCaptureFixture,
@@ -162,19 +132,10 @@ def test_a_guest_cannot_forge_a_log_line(backend: str, spelling: str, caplog: py
     data, feed = forging_models()[spelling]
     caplog.set_level(logging.DEBUG)
     with wasinn.WasiNnHost(backend=None if backend == "default" else backend) as host:
-        guest = TrampolineGuest(host)
-        loaded = guest.load([data])
-        errnos = [loaded.errno]
-        if loaded.ok and loaded.value is not None:
-            context = guest.init_execution_context(loaded.value)
-            assert context.ok and context.value is not None
-            for index, array in enumerate(feed):
-                assert guest.set_input(context.value, index, array).ok
-            errnos.append(guest.compute(context.value).errno)
-        guest.close()
+        errnos = run_forging_model(host, data, feed)
     assert any(errnos), f"{backend} {spelling}: the model did not fail ({errnos})"
     out, err = capfd.readouterr()
-    forged = [line for line in (caplog.text + out + err).splitlines() if line.lstrip("\x1b[2K\r ").startswith(FORGED)]
+    forged = forged_lines(caplog.text + out + err)
     assert not forged, f"{backend} {spelling}: a forged line reached the log: {forged}"
     for record in caplog.records:
         assert record.getMessage().isprintable(), f"unescaped control characters in {record.getMessage()!r}"

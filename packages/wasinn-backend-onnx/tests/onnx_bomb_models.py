@@ -60,10 +60,11 @@ def first_failure(result: dict[str, object]) -> tuple[str, int]:
 
 def _model(nodes: Sequence[onnx.NodeProto], inputs: Sequence[onnx.ValueInfoProto],
            outputs: Sequence[onnx.ValueInfoProto], initializers: Sequence[onnx.TensorProto] = (),
-           opset: int = 13, **graph: object) -> bytes:
+           opset: int = 13, domains: dict[str, int] | None = None, **graph: object) -> bytes:
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
     proto = helper.make_model(helper.make_graph(list(nodes), "bomb", list(inputs), list(outputs),
                                                 initializer=list(initializers), **graph),  # type: ignore[arg-type]
-                              opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+                              opset_imports=opsets, ir_version=8)
     data: bytes = proto.SerializeToString()
     return data
 
@@ -299,6 +300,59 @@ BOMBS: dict[str, Callable[[], Bomb]] = {
     "node_flood": node_flood,
     "function_flood": function_flood,
 }
+
+
+# -- names that try to forge a log line -----------------------------------------------------------------
+#: The line a forging model tries to write into the host's log.
+FORGED = "WARNING wasinn: FORGED LINE"
+
+
+def forging_models() -> dict[str, tuple[bytes, list[np.ndarray]]]:
+    """Models whose op type, domain, node or value name carries a line break (or a terminal escape)
+    and then a log line of its own; each fails, at load or at compute, with a runtime message that
+    quotes the name. ``spelling -> (model, inputs for compute)``."""
+    x1, y1 = _value("x", TensorProto.FLOAT, [1]), _value("y", TensorProto.FLOAT, [1])
+    x2, s1 = _value("x", TensorProto.FLOAT, [2]), _value("s", TensorProto.INT64, [1])
+    feed = [np.ones(2, np.float32), np.array([3], np.int64)]
+
+    def reshape(name: str) -> bytes:  # 2 elements cannot be reshaped to [3]: fails at compute, naming the node
+        return _model([helper.make_node("Reshape", ["x", "s"], ["y"], name=name)], [x2, s1],
+                      [_value("y", TensorProto.FLOAT, [None])])
+
+    return {
+        # refused when the session is made: "No Op registered for Relu\n..."
+        "op_type": (_model([helper.make_node(f"Relu\n{FORGED}", ["x"], ["y"])], [x1], [y1]), []),
+        "op_type_cr": (_model([helper.make_node(f"Relu\r{FORGED}", ["x"], ["y"])], [x1], [y1]), []),
+        "domain": (_model([helper.make_node("Relu", ["x"], ["y"], domain=f"d\n{FORGED}")], [x1], [y1],
+                          domains={f"d\n{FORGED}": 1}), []),
+        "node_name": (reshape(f"n\n{FORGED}"), feed),
+        # refused when the session is made: an output no node produces, named in the message
+        "value_name": (_model([helper.make_node("Relu", ["x"], ["y"])], [x1],
+                              [_value(f"z\n{FORGED}", TensorProto.FLOAT, [1])]), []),
+        "terminal_escape": (reshape(f"n\x1b[2K\r{FORGED}"), feed),
+    }
+
+
+def run_forging_model(host: object, data: bytes, feed: Sequence[np.ndarray]) -> list[int]:
+    """A guest of ``host`` loads ``data`` and, where it loads, computes with ``feed``: the errnos."""
+    from wasinn.testing.guest import TrampolineGuest
+
+    guest = TrampolineGuest(host)  # type: ignore[arg-type]
+    loaded = guest.load([data])
+    errnos = [loaded.errno]
+    if loaded.ok and loaded.value is not None:
+        context = guest.init_execution_context(loaded.value)
+        assert context.ok and context.value is not None
+        for index, array in enumerate(feed):
+            assert guest.set_input(context.value, index, array).ok
+        errnos.append(guest.compute(context.value).errno)
+    guest.close()
+    return errnos
+
+
+def forged_lines(logged: str) -> list[str]:
+    """Lines of ``logged`` that start as the forged line would (after any terminal control)."""
+    return [line for line in logged.splitlines() if line.lstrip("\x1b[2K\r ").startswith(FORGED)]
 
 
 # -- the worker ---------------------------------------------------------------------------------------

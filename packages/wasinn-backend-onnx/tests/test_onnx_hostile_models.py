@@ -24,7 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from onnx_bomb_models import BOMBS, TEST_LIMITS, MiB, big_output, first_failure, good_model
+from onnx_bomb_models import (
+    BOMBS,
+    TEST_LIMITS,
+    MiB,
+    big_output,
+    first_failure,
+    forged_lines,
+    forging_models,
+    good_model,
+    run_forging_model,
+)
 from onnx_test_models import DIGITS_MODEL, LIGHT, LIGHT_MODELS
 
 import wasinn
@@ -349,49 +359,17 @@ def test_real_models_pass_the_guest_checks(name: str) -> None:
 
 
 # -- log lines a guest writes -------------------------------------------------------------------------------
-FORGED = "WARNING wasinn: FORGED LINE"
-
-
-def _forging_models() -> dict[str, tuple[bytes, list[np.ndarray]]]:
-    x2, s1 = _f32("x", [2]), helper.make_tensor_value_info("s", TensorProto.INT64, [1])
-    feed = [np.ones(2, np.float32), np.array([3], np.int64)]
-    return {
-        # Refused when the session is made: "No Op registered for Relu\n...".
-        "op_type": (_graph_model([helper.make_node(f"Relu\n{FORGED}", ["x"], ["y"])], [_f32("x")], [_f32("y")]), []),
-        "op_type_cr": (_graph_model([helper.make_node(f"Relu\r{FORGED}", ["x"], ["y"])], [_f32("x")], [_f32("y")]), []),
-        "domain": (_graph_model([helper.make_node("Relu", ["x"], ["y"], domain=f"d\n{FORGED}")], [_f32("x")],
-                                [_f32("y")], domains={f"d\n{FORGED}": 1}), []),
-        # Fails at compute (2 elements cannot be reshaped to [3]); the message names the node.
-        "node_name": (_graph_model([helper.make_node("Reshape", ["x", "s"], ["y"], name=f"n\n{FORGED}")], [x2, s1],
-                                   [_f32("y", [None])]), feed),
-        # Refused when the session is made: an output no node produces, named in the message.
-        "value_name": (_graph_model([helper.make_node("Relu", ["x"], ["y"])], [_f32("x")], [_f32(f"z\n{FORGED}")]), []),
-        "terminal_escape": (_graph_model([helper.make_node("Reshape", ["x", "s"], ["y"], name=f"n\x1b[2K\r{FORGED}")],
-                                         [x2, s1], [_f32("y", [None])]), feed),
-    }
-
-
-@pytest.mark.parametrize("spelling", sorted(_forging_models()))
+@pytest.mark.parametrize("spelling", sorted(forging_models()))
 def test_a_guest_cannot_forge_a_log_line(spelling: str, caplog: pytest.LogCaptureFixture,
                                          capfd: pytest.CaptureFixture[str]) -> None:
-    data, feed = _forging_models()[spelling]
+    data, feed = forging_models()[spelling]
     caplog.set_level(logging.DEBUG)
     with wasinn.WasiNnHost() as host:
-        guest = TrampolineGuest(host)
-        loaded = guest.load([data])
-        errnos = [loaded.errno]
-        if loaded.ok and loaded.value is not None:
-            context = guest.init_execution_context(loaded.value)
-            assert context.ok and context.value is not None
-            for index, array in enumerate(feed):
-                assert guest.set_input(context.value, index, array).ok
-            errnos.append(guest.compute(context.value).errno)
-        guest.close()
+        errnos = run_forging_model(host, data, feed)
     assert any(errnos), f"{spelling}: the model did not fail ({errnos})"
     out, err = capfd.readouterr()
-    logged = caplog.text + out + err
     assert "FORGED" in caplog.text, "the failure was not logged at all"
-    forged = [line for line in logged.splitlines() if line.lstrip("\x1b[2K\r ").startswith(FORGED)]
+    forged = forged_lines(caplog.text + out + err)
     assert not forged, f"{spelling}: a forged line reached the log: {forged}"
     for record in caplog.records:
         message = record.getMessage()
