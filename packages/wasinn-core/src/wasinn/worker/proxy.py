@@ -448,33 +448,22 @@ class WorkerGraph:
     def ensure_buffers(self, in_size: int = 0, out_size: int = 0) -> None:
         """Give the worker bigger shared buffers when a tensor does not fit (never smaller ones)."""
         fds: list[int] = []
-        sizes = [0, 0]
         try:
-            if in_size and (self.inputs is None or len(self.inputs) < in_size):
-                size = max(in_size, MIN_BUFFER, 2 * len(self.inputs) if self.inputs is not None else 0)
-                fd = protocol.sealed_memfd(f"wasinn-in-{self.pid}", size)
-                fds.append(fd)
-                mapped_in = protocol.map_fd(fd, size, write=True)
-                sizes[0] = size
-            if out_size and (self.outputs is None or len(self.outputs) < out_size):
-                size = max(out_size, MIN_BUFFER, 2 * len(self.outputs) if self.outputs is not None else 0)
-                fd = protocol.sealed_memfd(f"wasinn-out-{self.pid}", size)
-                fds.append(fd)
-                mapped_out = protocol.map_fd(fd, size, write=False)
-                sizes[1] = size
+            grown_in = _grown(self.inputs, in_size, f"wasinn-in-{self.pid}", fds, write=True)
+            grown_out = _grown(self.outputs, out_size, f"wasinn-out-{self.pid}", fds, write=False)
             if fds:
-                if sizes[0] and self.inputs is not None and self.in_used:
+                if grown_in is not None and self.inputs is not None and self.in_used:
                     # pending inputs keep their offsets in the new buffer
-                    mapped_in[:self.in_used] = self.inputs[:self.in_used]
-                self.call("buffers", ("buffers", sizes[0], sizes[1]), tuple(fds))
-                if sizes[0]:
-                    self.inputs = mapped_in
-                if sizes[1]:
-                    self.outputs = mapped_out
+                    grown_in[:self.in_used] = self.inputs[:self.in_used]
+                self.call("buffers", ("buffers", len(grown_in) if grown_in is not None else 0,
+                                      len(grown_out) if grown_out is not None else 0), tuple(fds))
+                if grown_in is not None:
+                    self.inputs = grown_in
+                if grown_out is not None:
+                    self.outputs = grown_out
         finally:
             for fd in fds:
                 os.close(fd)
-
 
     # -- inputs waiting for the context's next call ----------------------------------------------------
     def write_input(self, handle: int, index: int, tensor: Tensor) -> None:
@@ -494,6 +483,17 @@ class WorkerGraph:
         if not self.pending:
             self.in_used = 0
         return taken
+
+
+def _grown(buffer: mmap.mmap | None, need: int, name: str, fds: list[int], *, write: bool) -> mmap.mmap | None:
+    """A new shared buffer (its memfd appended to ``fds``) when ``buffer`` is smaller than ``need``:
+    at least twice the old size, at least a page; ``None`` when ``buffer`` is big enough."""
+    if not need or (buffer is not None and len(buffer) >= need):
+        return None
+    size = max(need, MIN_BUFFER, 2 * len(buffer) if buffer is not None else 0)
+    fd = protocol.sealed_memfd(name, size)
+    fds.append(fd)
+    return protocol.map_fd(fd, size, write=write)
 
 
 def _abandon(sock: socket.socket, pidfd: int) -> None:
