@@ -415,10 +415,7 @@ class Worker:
             if not isinstance(result, np.ndarray) or result.dtype.str not in protocol.DTYPES or \
                     offset + result.nbytes > room:
                 continue
-            target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size,
-                                   offset=offset).reshape(result.shape)
-            np.copyto(target, result, casting="no")
-            described.append([index, result.dtype.str, list(result.shape), offset])
+            described.append([index, *self._place(result, offset), offset])
             offset = protocol.align(offset + result.nbytes)
         return described
 
@@ -436,9 +433,16 @@ class Worker:
         nbytes = result.nbytes
         if self.outputs is None or nbytes > len(self.outputs):
             return [protocol.NEED, nbytes]
-        target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size).reshape(result.shape)
-        np.copyto(target, result, casting="no")
-        return [protocol.OK, [result.dtype.str, list(result.shape)], self._held(context)]
+        return [protocol.OK, self._place(result, 0), self._held(context)]
+
+    def _place(self, result: Any, offset: int) -> list[Any]:
+        """Copy an output into the output buffer at ``offset`` (it fits); its ``[dtype, shape]``."""
+        import numpy as np
+
+        assert self.outputs is not None
+        target = np.frombuffer(self.outputs, dtype=result.dtype, count=result.size, offset=offset)
+        np.copyto(target.reshape(result.shape), result, casting="no")
+        return [result.dtype.str, list(result.shape)]
 
 
 def _data_bytes() -> int:
