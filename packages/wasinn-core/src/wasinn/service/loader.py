@@ -76,10 +76,9 @@ class GraphLoader:
         if self._prestarted:
             return
         self._prestarted = True
-        if self.limits.guest_models == "isolate" and self.limits.worker_prestart:
-            from wasinn.worker import prestart
-            forced = self.registry.get(self.forced_backend) if self.forced_backend else None
-            prestart(self.limits, [forced] if forced is not None else self.registry.available())
+        from wasinn.worker import prestart  # it decides whether to (policy and Limits.worker_prestart)
+        forced = self.registry.get(self.forced_backend) if self.forced_backend else None
+        prestart(self.limits, [forced] if forced is not None else self.registry.available())
 
     # -- backends and hardware -----------------------------------------------------------------
     @property
