@@ -22,6 +22,7 @@ import os
 import pickle
 import select
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -208,6 +209,50 @@ def sealed_memfd(name: str, size: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def model_file(parts: Sequence[bytes | bytearray | memoryview]) -> int:
+    """A read-only descriptor of a file holding ``parts`` one after the other: a guest's model for its
+    worker, which reads it (``pread``) or maps it by its ``/proc/self/fd`` path (llama.cpp, whisper.cpp).
+
+    The file is an unnamed one (``O_TMPFILE``) in the temporary directory: it never has a name, so
+    nothing is left behind whatever happens to either process, and it is gone when the last
+    descriptor closes. It is a real file rather than a memfd because a runtime that maps its weights
+    reads them faster from one: Gemma-3-270M's tokens came 5-12% slower from a memfd (4 KiB shmem
+    pages; ``shmem_enabled`` is ``never`` by default) than from a freshly written ext4 file, which is
+    what the in-process path maps. Where no such file can be made (no ``O_TMPFILE``, a read-only or
+    full file system) a sealed memfd holds the bytes instead. The worker gets a read-only descriptor
+    of its own, so it can neither change nor truncate the file."""
+    size = sum(len(p) for p in parts)
+    try:
+        fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            _write_all(fd, parts)
+            return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass  # ENOSPC, EFBIG, no /proc: the memfd below
+        finally:
+            os.close(fd)
+    fd = sealed_memfd("wasinn-model", max(size, 1))
+    try:
+        _write_all(fd, parts)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+    offset = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            written = os.pwrite(fd, view, offset)
+            offset += written
+            view = view[written:]
 
 
 def map_fd(fd: int, size: int, *, write: bool) -> mmap.mmap:

@@ -558,19 +558,12 @@ class Proxy:
         cap = memory_cap(model.limits, model.size)
         worker = WorkerGraph(self.name, made, pid, sock, pidfd, options, cap, model.limits.max_tensor_bytes)
         sizes = [len(b) for b in model.builders]
-        fd = protocol.sealed_memfd("wasinn-model", max(sum(sizes), 1))
+        fd = protocol.model_file(model.builders)
         try:
-            offset = 0
-            for builder in model.builders:
-                view = memoryview(builder)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    offset += written
-                    view = view[written:]
             spec = Confinement(memory_bytes=made.baseline + cap, files=True, syscalls=True, privileges=True,
                                strict=options.strict)
             cpu = options.cpu_seconds
-            # The worker needs no bytes in the description: they travel in the memfd.
+            # The worker needs no bytes in the description: they travel in the model's file.
             described = replace(model, builders=())
             level = logging.getLogger().getEffectiveLevel()
             answer = worker.call("load", ("load", described, sizes, hw, spec, cpu, level), (fd,))

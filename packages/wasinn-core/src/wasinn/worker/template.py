@@ -270,7 +270,9 @@ class Worker:
         confinement: Confinement = spec
         if confinement.files and confinement.read_only is None:
             from dataclasses import replace
-            confinement = replace(confinement, read_only=self.read_paths)
+            # The model's own file too: a runtime that maps it opens it again by its path, and
+            # Landlock allows that file (by its inode: it has no name) and nothing beside it.
+            confinement = replace(confinement, read_only=[*self.read_paths, f"/proc/self/fd/{fds[0]}"])
         applied = confine(confinement)  # before a byte of the model is read
         self.cpu_seconds = cpu_seconds
         builders = []
@@ -283,12 +285,12 @@ class Worker:
 
         import wasinn.isolation
         wasinn.isolation.IN_WORKER = True  # this process is the probe: no child probe in it
-        # A runtime that maps its model from a file (llama.cpp) reads this memfd by its path, with
-        # no temporary file written (the worker cannot write one); it stays open with the graph.
+        # A runtime that maps its model from a file (llama.cpp) reads the model's file by its path
+        # (the worker cannot write one of its own); it stays open with the graph.
         self.model_fd = fds.pop(0)
         paths = (Path(f"/proc/self/fd/{self.model_fd}"),) if len(sizes) == 1 else None
         if paths is not None and self.links is not None:
-            # The same memfd, by a name with the format's suffix (see model_links).
+            # The same file, by a name with the format's suffix (see model_links).
             folder, number = self.links
             os.dup2(self.model_fd, number, inheritable=False)
             paths = (Path(folder) / ("model" + SUFFIXES.get(str(model.format), "")),)
