@@ -208,6 +208,49 @@ def test_a_model_cannot_exec(make_guest: Any, tmp_path: Path) -> None:
     # No in-process control: exec would replace the test process itself.
 
 
+def test_a_model_cannot_change_its_own_file(make_guest: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # The worker reads its model from an unnamed file it may map (by path): reading works, writing not.
+    guest = make_guest()
+    with caplog.at_level(logging.WARNING):
+        assert guest.load([hostile("read", fake.OWN_MODEL, "load")]).errno == ERRNO["runtime_error"]
+    assert "read b'WTST" in caplog.text, "the model's own file is readable by its path"
+    for do in ("append", "write"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert guest.load([hostile(do, fake.OWN_MODEL, "load")]).errno == ERRNO["runtime_error"]
+        assert "PermissionError" in caplog.text or "Read-only" in caplog.text, caplog.text
+    assert infer(guest, guest.load([affine_model()]).value)[0] == 0, "the store goes on"
+
+
+def test_the_models_file_is_unnamed_and_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wasinn.worker import protocol
+
+    monkeypatch.setattr(protocol.tempfile, "gettempdir", lambda: str(tmp_path))
+    fd = protocol.model_file([b"abc", memoryview(b"defg"), bytearray(b"h")])
+    try:
+        assert os.pread(fd, 100, 0) == b"abcdefgh"
+        assert os.listdir(tmp_path) == [], "the file never has a name"
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)), "a real file, not a memfd"
+        import fcntl
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        with pytest.raises(OSError):
+            os.pwrite(fd, b"x", 0)
+        with pytest.raises(OSError):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+    # Where no unnamed file can be made, a sealed memfd holds the bytes.
+    monkeypatch.setattr(protocol.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
+    fd = protocol.model_file([b"abc"])
+    try:
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:wasinn-model")
+        assert os.pread(fd, 100, 0) == b"abc"
+        with pytest.raises(OSError):
+            os.ftruncate(fd, 10)
+    finally:
+        os.close(fd)
+
+
 def test_a_model_cannot_touch_or_read_host_files(make_guest: Any, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-token")

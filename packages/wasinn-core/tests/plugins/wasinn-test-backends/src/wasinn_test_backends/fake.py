@@ -56,12 +56,21 @@ def parse(model: ModelDescription) -> dict[str, Any]:
     return spec
 
 
-def _fail(spec: dict[str, Any], hook: str) -> None:
+#: A misbehaviour's argument that stands for the model's own file (``ModelDescription.paths``).
+OWN_MODEL = "<own model>"
+
+
+def _fail(spec: dict[str, Any], hook: str, model: ModelDescription | None = None) -> None:
     if spec.get("fail") == hook:
         raise RuntimeError(f"{hook} failed on purpose")
     hostile = spec.get("misbehave")
     if isinstance(hostile, dict) and hostile.get("hook", "load") == hook:
-        misbehave(str(hostile["do"]), hostile.get("arg"))
+        arg = hostile.get("arg")
+        if arg == OWN_MODEL:
+            if model is None or not model.paths:
+                raise RuntimeError("the model has no file")
+            arg = str(model.paths[0])
+        misbehave(str(hostile["do"]), arg)
 
 
 def misbehave(action: str, arg: Any = None) -> None:
@@ -152,7 +161,7 @@ class FakeBackend:
     @hookimpl
     def load(self, model: ModelDescription, hw: Hardware) -> Graph:
         spec = parse(model)
-        _fail(spec, "load")
+        _fail(spec, "load", model)
         answer = self.target_score(model, hw)
         if isinstance(answer, Decline):
             raise WasiNnError(answer.code, answer.reason)
