@@ -15,9 +15,10 @@ Processes:
 * a **worker** per graph, forked from the template (ready in a few milliseconds with the runtime
   already imported). Its first message is ``load``: it confines itself (no new privileges, every
   capability dropped, ``RLIMIT_DATA`` at its memory cap, Landlock read-only file access and no TCP,
-  seccomp: no socket, exec or fork), *then* reads the model from a sealed memfd and calls the
-  backend's ``load``. Its contexts live in it too; it exits when its graph is unloaded, when the
-  host or the template goes (``PR_SET_PDEATHSIG``), or when the host kills it.
+  seccomp: no socket, exec or fork), *then* reads the model from its file (unnamed, read-only:
+  :func:`~wasinn.worker.protocol.model_file`) and calls the backend's ``load``. Its contexts live in
+  it too; it exits when its graph is unloaded, when the host or the template goes
+  (``PR_SET_PDEATHSIG``), or when the host kills it.
 
 Wire (:mod:`~wasinn.worker.protocol`): control messages over a ``SOCK_SEQPACKET`` socket pair
 (pickle from host to worker, JSON from worker to host: a taken-over worker cannot run code in the
