@@ -393,6 +393,19 @@ def test_files_the_allowed_model_stays_readable(tmp_path: Path) -> None:
 
 
 @needs_landlock
+def test_files_a_scratch_folder_takes_files_and_nothing_else(tmp_path: Path) -> None:
+    # A probe's scratch folder (Confinement.writable): files may be made, written and removed there.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    spec = {**FILES, "writable": [str(scratch)]}
+    assert run("write", str(scratch / "model.xml"), spec).ok and (scratch / "model.xml").exists()
+    assert run("unlink", str(scratch / "model.xml"), spec).ok and not (scratch / "model.xml").exists()
+    # No folders, and nothing outside it.
+    assert run("mkdir", str(scratch / "sub"), spec).refused(13) and not (scratch / "sub").exists()
+    assert run("write", str(tmp_path / "outside"), spec).refused(13) and not (tmp_path / "outside").exists()
+
+
+@needs_landlock
 def test_imports_still_work_after_landlock() -> None:
     # numpy is not imported before confinement: its modules and shared libraries load afterwards.
     confined = run("import", "numpy", {**FULL})

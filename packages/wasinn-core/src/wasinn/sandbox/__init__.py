@@ -219,6 +219,9 @@ class Confinement:
     #: Landlock: the paths left readable (``None``: :func:`runtime_read_paths`).
     files: bool = True
     read_only: Sequence[str] | None = None
+    #: Folders where files may be created, written and removed (a probe's scratch folder; a worker
+    #: has none). Files there may grow to ``memory_bytes`` (``RLIMIT_FSIZE``; 0 without this).
+    writable: Sequence[str] = ()
     #: The seccomp filter (no network, no exec, no new process).
     syscalls: bool = True
     #: no_new_privs and no capabilities; RLIMIT_CORE 0 and RLIMIT_FSIZE 0.
@@ -236,6 +239,15 @@ class Applied:
     landlock: LandlockResult | None = None
 
 
+#: Whether this process has called :func:`confine` (it is a worker, or a probe).
+_confined = False
+
+
+def confined() -> bool:
+    """Whether this process confined itself (:func:`confine`): a worker of :mod:`wasinn.worker`."""
+    return _confined
+
+
 def confine(spec: Confinement) -> Applied:
     """Apply ``spec`` to the calling process: privileges, memory, CPU, files, then syscalls.
 
@@ -243,6 +255,8 @@ def confine(spec: Confinement) -> Applied:
     a single thread. With ``spec.strict`` (the default) any layer that fails raises
     :class:`SandboxError` and the caller must exit: layers applied before it stay applied.
     """
+    global _confined
+    _confined = True
     done = Applied()
 
     def step(name: str, action: Callable[[], object]) -> None:
@@ -272,9 +286,15 @@ def confine(spec: Confinement) -> Applied:
     if spec.files:
         paths = list(spec.read_only) if spec.read_only is not None else runtime_read_paths()
 
+        writable = list(spec.writable)
+
         def _files() -> LandlockResult:
-            rlimits.no_file_growth()  # first: it still holds where Landlock cannot apply
-            return landlock.restrict_files(paths)
+            # First: it still holds where Landlock cannot apply.
+            if writable:
+                rlimits.limit_file_size(spec.memory_bytes or 1 << 30)
+            else:
+                rlimits.no_file_growth()
+            return landlock.restrict_files(paths, writable=writable)
         step("files", _files)
     if spec.syscalls:
         step("syscalls", seccomp.install)

@@ -125,8 +125,11 @@ class LandlockResult:
 
 
 def restrict_files(read_only: Iterable[str | os.PathLike[str]], *, network: bool = True,
-                   scope: bool = True, devnull: bool = True) -> LandlockResult:
-    """Confine the calling process to reading ``read_only`` (directories recursively); no writes anywhere.
+                   scope: bool = True, devnull: bool = True,
+                   writable: Iterable[str | os.PathLike[str]] = ()) -> LandlockResult:
+    """Confine the calling process to reading ``read_only`` (directories recursively); no writes anywhere
+    but in the folders ``writable`` names (a probe's scratch folder: files may be created, written,
+    truncated and removed there, nothing else: no folders, links, sockets or devices).
 
     The one exception is ``/dev/null`` (unless ``devnull`` is false), which stays writable: it
     stores nothing, and runtimes open it to silence their logs (llama-cpp-python does on import).
@@ -169,6 +172,15 @@ def restrict_files(read_only: Iterable[str | os.PathLike[str]], *, network: bool
                 is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
                 rule = _PathBeneathAttr(_READ if is_dir else _READ & _FILE_RIGHTS, fd)
                 syscall("landlock_add_rule", ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0)
+            finally:
+                os.close(fd)
+            allowed.append(path)
+        for path in dict.fromkeys(os.fspath(p) for p in writable):
+            fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                scratch = _PathBeneathAttr((_READ | _FS["write_file"] | _FS["make_reg"] | _FS["remove_file"]
+                                            | _FS["truncate"]) & attr.handled_access_fs, fd)
+                syscall("landlock_add_rule", ruleset, _RULE_PATH_BENEATH, ctypes.byref(scratch), 0)
             finally:
                 os.close(fd)
             allowed.append(path)

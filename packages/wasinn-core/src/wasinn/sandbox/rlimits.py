@@ -103,6 +103,11 @@ def no_core_dumps() -> None:
     _lower(resource.RLIMIT_CORE, 0)
 
 
+def limit_file_size(nbytes: int) -> None:
+    """``RLIMIT_FSIZE`` at ``nbytes``: no file grows past it (a process with a scratch folder)."""
+    _lower(resource.RLIMIT_FSIZE, nbytes)
+
+
 def no_file_growth() -> None:
     """``RLIMIT_FSIZE`` 0: no regular file can grow (``EFBIG``; CPython ignores ``SIGXFSZ``).
     A backstop where Landlock is missing; pipes and sockets are not files and keep working."""
