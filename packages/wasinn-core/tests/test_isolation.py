@@ -1,10 +1,14 @@
 """wasinn.isolation.ChildProbe with real child processes: what each fate of the child becomes, the
-cache of models that passed, and the policy variable."""
+cache of models that passed, the policy variable, and the confinement of the process it runs in (a
+worker forked from the probe template)."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,10 +40,17 @@ sys.exit(1)
 """
 
 
+class LoggingProbe(ChildProbe):
+    """The script's log file is its one writable place (its folder, the test's tmp_path)."""
+
+    def run(self, key: Hashable, args: Sequence[str] = (), **options: Any) -> None:
+        super().run(key, args, writable=[os.path.dirname(args[0])], **options)
+
+
 def child(timeout_s: float = 120.0, failure: ErrorCode = ErrorCode.INVALID_ARGUMENT,
           cache_size: int | None = None) -> ChildProbe:
-    return ChildProbe(ENV, SCRIPT, what="Test model", crashes="the test runtime", timeout_s=timeout_s,
-                      failure=failure, cache_size=cache_size)
+    return LoggingProbe(ENV, SCRIPT, what="Test model", crashes="the test runtime", timeout_s=timeout_s,
+                        failure=failure, cache_size=cache_size)
 
 
 def runs(log: Path) -> int:
@@ -96,6 +107,9 @@ def test_another_exit_status_blames_the_model_or_the_probe(tmp_path: Path) -> No
 
 
 def test_a_child_that_cannot_start_is_a_runtime_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wasinn.worker.proxy import close_templates
+
+    close_templates()  # the probe template starts again, with this interpreter
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(WasiNnError) as excinfo:
         child().run("any", [str(tmp_path / "log"), "ok"])
@@ -140,3 +154,60 @@ def test_the_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, 
 def test_signal_names() -> None:
     assert signal_name(-6) == "SIGABRT" and signal_name(-11) == "SIGSEGV"
     assert signal_name(-200) == "signal 200"
+
+
+# What a probe's process may do: the script reports each attempt on its stdout-free channel, the log.
+CONFINED = r"""
+import os, socket, sys
+log, forbidden, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+def attempt(name, action):
+    try:
+        action()
+        outcome = "done"
+    except Exception as exc:
+        outcome = type(exc).__name__
+    with open(log, "a") as file:
+        file.write(f"{name} {outcome}\n")
+with open(log, "a") as file:
+    file.write(f"parent {os.getppid()}\n")
+attempt("write", lambda: open(forbidden, "w").write("x"))
+attempt("read", lambda: open(secret).read())
+attempt("connect", lambda: socket.create_connection(("127.0.0.1", 9), timeout=2))
+attempt("fork", lambda: os.waitpid(os.fork(), 0) if True else None)
+attempt("alloc", lambda: bytearray(3 << 30))
+sys.exit(0)
+"""
+
+
+def test_a_probe_runs_confined_in_a_worker_of_the_probe_template(tmp_path: Path) -> None:
+    from wasinn.worker.proxy import probe_template
+
+    scratch, outside = tmp_path / "scratch", tmp_path / "outside"
+    scratch.mkdir()
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_text("s3cret")
+    log = scratch / "log"
+    probe = ChildProbe(ENV, CONFINED, what="Test model", crashes="the test runtime")
+    args = [str(log), str(outside / "written"), str(secret)]
+    probe.run("confined", args, writable=[str(scratch)])
+    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
+    assert int(lines["parent"]) == probe_template(()).pid != os.getpid(), "forked from the probe template"
+    assert lines["write"] == "PermissionError" and not (outside / "written").exists()
+    assert lines["read"] == "PermissionError"
+    assert lines["connect"] in ("PermissionError", "OSError")
+    assert lines["fork"] == "PermissionError"
+    assert lines["alloc"] == "MemoryError", "the probe's memory cap"
+    # What the caller lets it read, it reads.
+    log.unlink()
+    probe.run("allowed", args, writable=[str(scratch)], read=[str(secret)])
+    assert "read done" in log.read_text()
+
+
+def test_a_probe_is_a_fork_not_an_interpreter_start() -> None:
+    # The modules named in preload (a runtime) are imported once, by the template: each probe, a
+    # fork of it, finds them imported. (colorsys: a module nothing else here imports.)
+    script = "import sys; sys.exit(0 if 'colorsys' in sys.modules else 1)"
+    ChildProbe(ENV, script, what="Test model", crashes="the test runtime", preload=("colorsys",)).run("preloaded")
+    with pytest.raises(WasiNnError, match=r"exit 1"):
+        ChildProbe(ENV, script, what="Test model", crashes="the test runtime").run("not preloaded")

@@ -93,10 +93,11 @@ def _environment() -> dict[str, str]:
 
 
 class Template:
-    """A template process for one backend: imports it once and forks a worker per graph."""
+    """A template process for one backend: imports it once and forks a worker per graph. (A probe
+    template, :func:`probe_template`, imports a list of modules instead and forks probes.)"""
 
-    def __init__(self, backend: Backend) -> None:
-        self.name = backend.name
+    def __init__(self, name: str, boot: dict[str, Any]) -> None:
+        self.name = name
         host_end, child_end = protocol.pair()
         stderr = None if os.environ.get("WASINN_WORKER_STDERR") else subprocess.DEVNULL
         try:
@@ -108,7 +109,7 @@ class Template:
             child_end.close()
         self.sock = host_end
         self.lock = threading.Lock()
-        protocol.send(self.sock, {"name": backend.name, "plugin": plugin_spec(backend)})
+        protocol.send(self.sock, boot)
         answer = self._answer(120.0)
         self.pid = int(answer["pid"])
         self.import_ms = float(answer["import_ms"])
@@ -176,7 +177,17 @@ _starting: dict[tuple[str, ...], threading.Lock] = {}
 
 def template(backend: Backend) -> Template:
     """The template of ``backend`` (one per backend name and object, per process), started on first use."""
-    key = (backend.name, *plugin_spec(backend))
+    spec = plugin_spec(backend)
+    return _template((backend.name, *spec), backend.name, {"name": backend.name, "plugin": spec})
+
+
+def probe_template(preload: tuple[str, ...]) -> Template:
+    """The template that forks :class:`wasinn.isolation.ChildProbe`'s probes, with the modules
+    ``preload`` names already imported (a runtime: hundreds of milliseconds saved per probe)."""
+    return _template(("probe", *preload), "probes", {"name": "probes", "plugin": None, "preload": list(preload)})
+
+
+def _template(key: tuple[str, ...], name: str, boot: dict[str, Any]) -> Template:
     with _templates_lock:
         lock = _starting.setdefault(key, threading.Lock())
     with lock:
@@ -186,7 +197,7 @@ def template(backend: Backend) -> Template:
             return found
         if found is not None:
             found.close()
-        made = Template(backend)
+        made = Template(name, boot)
         with _templates_lock:
             _templates[key] = made
         return made

@@ -80,21 +80,30 @@ def main(fd: int) -> None:
     from wasinn.sandbox import runtime_read_paths
 
     started = time.perf_counter()
-    registry = BackendRegistry()
-    backend = registry.register(name, load_plugin(spec))
-    devices = backend.hook("devices")
-    if devices is not None:  # imports the runtime here, once, rather than in every worker
-        try:
-            devices()
-        except Exception:
-            pass
+    hooks: dict[str, Callable[..., Any]] = {}
+    unavailable = None
+    if spec is None:  # a probe template: the runtime's modules, imported once for every probe
+        for module in boot.get("preload", ()):
+            try:
+                importlib.import_module(module)
+            except Exception:
+                pass  # the probe's own import says why
+    else:
+        backend = BackendRegistry().register(name, load_plugin(spec))
+        hooks, unavailable = backend.hooks, backend.unavailable
+        devices = backend.hook("devices")
+        if devices is not None:  # imports the runtime here, once, rather than in every worker
+            try:
+                devices()
+            except Exception:
+                pass
     read_paths = runtime_read_paths()
     links = model_links()
     gc.collect()
     gc.freeze()  # what the template holds is never collected again: fewer copy-on-write faults
     protocol.reply(sock, [protocol.OK, {"pid": os.getpid(), "import_ms": (time.perf_counter() - started) * 1000,
                                         "data_bytes": _data_bytes(),
-                                        "unavailable": backend.unavailable}])
+                                        "unavailable": unavailable}])
     children: dict[int, int] = {}  # pid -> wait status, once reaped
     live: set[int] = set()
 
@@ -123,7 +132,7 @@ def main(fd: int) -> None:
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                _worker(fds[0], backend.hooks, read_paths, links)  # never returns
+                _worker(fds[0], hooks, read_paths, links)  # never returns
             live.add(pid)
             protocol.reply(sock, [protocol.OK, pid])
         elif op == "reap":
@@ -251,7 +260,7 @@ class Worker:
             if logs is not None:
                 protocol.reply(self.sock, logs)
             protocol.reply(self.sock, answer)
-            if op == "unload":
+            if op in ("unload", "probe"):
                 return
 
     def _still_held(self) -> int | None:
@@ -283,8 +292,6 @@ class Worker:
         from dataclasses import replace as _replace
         from pathlib import Path
 
-        import wasinn.isolation
-        wasinn.isolation.IN_WORKER = True  # this process is the probe: no child probe in it
         # A runtime that maps its model from a file (llama.cpp) reads the model's file by its path
         # (the worker cannot write one of its own); it stays open with the graph.
         self.model_fd = fds.pop(0)
@@ -323,6 +330,36 @@ class Worker:
         if unload is not None and self.graph is not None:
             unload(graph=self.graph)
         return [protocol.OK, None, 0]
+
+    # -- a probe (wasinn.isolation.ChildProbe) ----------------------------------------------------------
+    def op_probe(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
+        """Run a backend's probe script on a model in this process, confined as a worker is (plus the
+        paths the probe reads and the scratch folders it writes), then exit: ``[OK, exit status, last
+        line of its stderr]``. A crash ends the process; the host reads it from the wait status."""
+        import io
+        from dataclasses import replace
+
+        from wasinn.sandbox import confine
+
+        _, script, args, read, writable, spec, has_stdin = message
+        stdin = fds.pop(0) if has_stdin else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        confine(replace(spec, read_only=[*self.read_paths, *read], writable=list(writable)))
+        sys.argv = ["-c", *args]
+        sys.stdin = io.TextIOWrapper(io.FileIO(stdin, "rb"))
+        errors = io.StringIO()
+        sys.stderr = errors  # what the script says about itself (a runtime's own stderr goes nowhere)
+        code = 0
+        try:
+            exec(compile(script, "<probe>", "exec"), {"__name__": "__main__"})
+        except SystemExit as exc:
+            if isinstance(exc.code, str):
+                errors.write(exc.code + "\n")
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        except BaseException as exc:  # as an interpreter does: exit status 1
+            errors.write(f"{type(exc).__name__}: {exc}\n")
+            code = 1
+        tail = errors.getvalue().strip().splitlines()[-1:] or [""]
+        return [protocol.OK, code, protocol.text(tail[0])]
 
     # -- contexts -------------------------------------------------------------------------------------
     def op_init(self, message: tuple[Any, ...], fds: list[int]) -> list[Any]:
