@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import WASMEDGE_FUNCTIONS
@@ -129,16 +130,16 @@ def test_fuzz_mutated_files_never_kill_the_host(tmp_path: Path) -> None:
 
 
 def test_a_guest_model_is_probed_once(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wasinn import isolation
+    from wasinn.worker import probe
 
-    runs: list[list[str]] = []
-    real_run = subprocess.run
+    runs: list[object] = []
+    real_run = probe.run_probe
 
-    def counting_run(args: list[str], **kwargs: object) -> object:
+    def counting_run(*args: Any, **kwargs: Any) -> probe.ProbeResult:
         runs.append(args)
-        return real_run(args, **kwargs)  # type: ignore[call-overload]
+        return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(isolation.subprocess, "run", counting_run)
+    monkeypatch.setattr(probe, "run_probe", counting_run)
     data = tiny.read_bytes() + b"\0" * 64  # bytes no other test has probed in this process
     with wasinn.WasiNnHost(limits=wasinn.Limits(guest_models="in-process")) as host:  # isolated: no probe
         for _ in range(3):  # three loads of the same bytes, each to a new temporary file

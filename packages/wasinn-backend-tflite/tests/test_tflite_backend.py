@@ -29,9 +29,9 @@ from wasinn import (
     TensorType,
     WasiNnError,
     WasiNnHost,
-    isolation,
 )
 from wasinn.cli.main import main as cli
+from wasinn.worker import probe
 from wasinn_backend_tflite import _probe, _runtime, backend
 
 TFLITE = GraphEncoding.TENSORFLOWLITE
@@ -468,8 +468,8 @@ def test_known_crashers_are_refused_before_any_interpreter(monkeypatch: pytest.M
 def test_probe_runs_once_per_model(monkeypatch: pytest.MonkeyPatch, in_process_state: StoreState):
     state = in_process_state  # the probe is how a host that loads a guest's model itself survives it
     calls = []
-    real = isolation.subprocess.run
-    monkeypatch.setattr(isolation.subprocess, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = probe.run_probe
+    monkeypatch.setattr(probe, "run_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(_probe.CHILD, "passed", type(_probe.CHILD.passed)())
     data = (DATA / "affine.tflite").read_bytes()
     for _ in range(3):

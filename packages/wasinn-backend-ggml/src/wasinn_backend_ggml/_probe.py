@@ -54,7 +54,8 @@ except Exception as exc:
     sys.exit(3)
 """
 
-CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="GGUF model", crashes="llama.cpp", timeout_s=TIMEOUT_S)
+CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="GGUF model", crashes="llama.cpp", timeout_s=TIMEOUT_S,
+                   preload=("llama_cpp",))
 policy = CHILD.policy
 wanted = CHILD.wanted
 
@@ -67,4 +68,4 @@ def probe(path: str, digest: str | None = None) -> None:
     """
     stat = os.stat(path)
     key = ("sha256", digest) if digest else (path, str(stat.st_size), str(stat.st_mtime_ns))
-    CHILD.run(key, [path])
+    CHILD.run(key, [path], read=[path])  # the probe may read this file, and nothing else of the host's

@@ -14,8 +14,9 @@ read, so the host does not read the file at all:
 2. the host reads that IR, OpenVINO's own format, as it reads an IR a guest hands in.
 
 A crash, a hang or an odd exit of the child is the guest's ``invalid_argument`` (or the probe's
-``runtime_error``), not the end of the host. It costs a Python process per guest TFLite ``load``
-(about a second more for a small model).
+``runtime_error``), not the end of the host. The child is a confined worker (:mod:`wasinn.worker`,
+forked from a template with OpenVINO imported): it reads the model from its stdin and writes only in
+its own scratch folder, the IR's, which the host reads back.
 
 ``WASINN_OPENVINO_TFLITE_PROBE`` chooses for which models: ``untrusted`` (default: bytes from a guest's
 ``load``), ``always`` (also the embedder's named models) or ``never`` (OpenVINO reads every TFLite in
@@ -77,7 +78,7 @@ except Exception as exc:
 
 # The key is the folder, new each time: the IR must be made for every load (no result is cached).
 CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="TFLite model", crashes="OpenVINO's TFLite reader",
-                   timeout_s=TIMEOUT_S, failure=ErrorCode.RUNTIME_ERROR, cache_size=0)
+                   timeout_s=TIMEOUT_S, failure=ErrorCode.RUNTIME_ERROR, cache_size=0, preload=("openvino",))
 policy = CHILD.policy
 wanted = CHILD.wanted
 
@@ -92,7 +93,7 @@ def read_in_child(core: Any, data: bytes) -> Any:
 
     folder = Path(tempfile.mkdtemp(prefix="wasinn-ov-tflite-"))  # mode 0700
     try:
-        CHILD.run(str(folder), [str(folder)], stdin=data)
+        CHILD.run(str(folder), [str(folder)], stdin=data, writable=[str(folder)])  # its one writable place
         xml, weights = folder / "model.xml", folder / "model.bin"
         if not xml.is_file():
             error = folder / "error"

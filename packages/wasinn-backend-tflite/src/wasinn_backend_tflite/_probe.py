@@ -47,7 +47,7 @@ except Exception as exc:
 
 # A child that exits oddly (not a signal, not 0 or 3) is the probe's failure, not the model's.
 CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="TFLite model", crashes="the interpreter", timeout_s=TIMEOUT_S,
-                   failure=ErrorCode.RUNTIME_ERROR, cache_size=CACHE_SIZE)
+                   failure=ErrorCode.RUNTIME_ERROR, cache_size=CACHE_SIZE, preload=("numpy",))
 policy = CHILD.policy
 wanted = CHILD.wanted
 
@@ -55,4 +55,5 @@ wanted = CHILD.wanted
 def probe(data: bytes, module: str, num_threads: int, xnnpack: bool) -> None:
     """Raise WasiNnError(INVALID_ARGUMENT) if building and running ``data`` kills a child process."""
     key = (hashlib.sha256(data).hexdigest(), module, num_threads, xnnpack)
-    CHILD.run(key, [module, str(num_threads), "1" if xnnpack else "0"], stdin=data)
+    CHILD.run(key, [module, str(num_threads), "1" if xnnpack else "0"], stdin=data,
+              preload=(module + ".interpreter",))

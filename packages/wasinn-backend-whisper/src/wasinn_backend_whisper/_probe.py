@@ -52,7 +52,7 @@ pw.whisper_log_set(None)
 """
 
 CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="whisper.cpp model", crashes="whisper.cpp", timeout_s=TIMEOUT_S,
-                   cache_size=256)
+                   cache_size=256, preload=("numpy", "_pywhispercpp"))
 wanted = CHILD.wanted
 
 
