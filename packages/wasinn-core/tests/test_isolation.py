@@ -78,7 +78,8 @@ def test_a_child_killed_by_a_signal_is_invalid_argument_and_not_remembered(tmp_p
             probe.run("crasher", [str(log), "abort"])
         assert excinfo.value.code is ErrorCode.INVALID_ARGUMENT
         assert excinfo.value.message == ("malformed Test model: it crashes the test runtime "
-                                         "(SIGABRT in a probe process)")
+                                         "(SIGABRT in a probe process whose memory cap is 512 MiB, "
+                                         "Limits.worker_memory_bytes)")
         assert runs(log) == expected_runs
     assert "crasher" not in probe.passed
 
@@ -211,3 +212,12 @@ def test_a_probe_is_a_fork_not_an_interpreter_start() -> None:
     ChildProbe(ENV, script, what="Test model", crashes="the test runtime", preload=("colorsys",)).run("preloaded")
     with pytest.raises(WasiNnError, match=r"exit 1"):
         ChildProbe(ENV, script, what="Test model", crashes="the test runtime").run("not preloaded")
+
+
+def test_the_probes_memory_cap_is_the_one_the_caller_gives() -> None:
+    # A backend passes model.limits.worker_memory_bytes: the embedder's cap for workers holds for probes.
+    script = "import sys; block = bytearray(300 << 20); sys.exit(0)"
+    probe = ChildProbe(ENV, script, what="Test model", crashes="the test runtime")
+    probe.run("default cap")  # 512 MiB by default: 300 MiB fit
+    with pytest.raises(WasiNnError, match=r"exit 1: MemoryError"):
+        probe.run("small cap", memory_bytes=64 << 20)

@@ -60,7 +60,7 @@ policy = CHILD.policy
 wanted = CHILD.wanted
 
 
-def probe(path: str, digest: str | None = None) -> None:
+def probe(path: str, digest: str | None = None, memory_bytes: int | None = None) -> None:
     """Raise WasiNnError(INVALID_ARGUMENT) if loading the model at ``path`` kills a child process.
 
     ``digest`` (the SHA-256 of a guest's model bytes) keys the cache where the path is a temporary
@@ -68,4 +68,5 @@ def probe(path: str, digest: str | None = None) -> None:
     """
     stat = os.stat(path)
     key = ("sha256", digest) if digest else (path, str(stat.st_size), str(stat.st_mtime_ns))
-    CHILD.run(key, [path], read=[path])  # the probe may read this file, and nothing else of the host's
+    # The probe may read this file, and nothing else of the host's.
+    CHILD.run(key, [path], read=[path], memory_bytes=memory_bytes)

@@ -347,7 +347,8 @@ class GgmlBackend:
         except validate.GgufError as exc:
             raise _error(ErrorCode.INVALID_ARGUMENT, f"malformed GGUF model: {exc}") from None
         if _probe.wanted(trusted=model.name is not None):
-            _probe.probe(path, hashlib.sha256(model.builders[0]).hexdigest() if temp else None)
+            _probe.probe(path, hashlib.sha256(model.builders[0]).hexdigest() if temp else None,
+                         model.limits.worker_memory_bytes)
         n_gpu_layers = options.n_gpu_layers
         if n_gpu_layers != 0 and not gpu_offload():
             log.warning("ggml: n-gpu-layers=%d asked for, but this llama.cpp build has no GPU offload: the "

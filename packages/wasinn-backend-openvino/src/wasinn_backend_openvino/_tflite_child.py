@@ -83,7 +83,7 @@ policy = CHILD.policy
 wanted = CHILD.wanted
 
 
-def read_in_child(core: Any, data: bytes) -> Any:
+def read_in_child(core: Any, data: bytes, memory_bytes: int | None = None) -> Any:
     """``data`` (TFLite) as an ``openvino.Model``, read by a child process and handed over as IR.
 
     Raises WasiNnError if the child crashes or hangs, RuntimeError (OpenVINO's message) if OpenVINO
@@ -93,7 +93,8 @@ def read_in_child(core: Any, data: bytes) -> Any:
 
     folder = Path(tempfile.mkdtemp(prefix="wasinn-ov-tflite-"))  # mode 0700
     try:
-        CHILD.run(str(folder), [str(folder)], stdin=data, writable=[str(folder)])  # its one writable place
+        # The folder is the reader's one writable place.
+        CHILD.run(str(folder), [str(folder)], stdin=data, writable=[str(folder)], memory_bytes=memory_bytes)
         xml, weights = folder / "model.xml", folder / "model.bin"
         if not xml.is_file():
             error = folder / "error"

@@ -170,7 +170,7 @@ def _tflite_in_child(model: ModelDescription) -> bool:
 
 def _read_tflite(core: Any, model: ModelDescription, path: str | None) -> Any:
     if _tflite_in_child(model):
-        return _tflite_child.read_in_child(core, model.builders[0])
+        return _tflite_child.read_in_child(core, model.builders[0], model.limits.worker_memory_bytes)
     if isolation.in_worker() and (path is None or not path.endswith(".tflite")):
         # A worker reads the guest's bytes itself (it is the throwaway process), but only through the
         # name the worker gives them: it cannot write a file, and OpenVINO reads TFLite only from

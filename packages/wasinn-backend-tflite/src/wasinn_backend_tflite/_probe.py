@@ -52,8 +52,8 @@ policy = CHILD.policy
 wanted = CHILD.wanted
 
 
-def probe(data: bytes, module: str, num_threads: int, xnnpack: bool) -> None:
+def probe(data: bytes, module: str, num_threads: int, xnnpack: bool, memory_bytes: int | None = None) -> None:
     """Raise WasiNnError(INVALID_ARGUMENT) if building and running ``data`` kills a child process."""
     key = (hashlib.sha256(data).hexdigest(), module, num_threads, xnnpack)
     CHILD.run(key, [module, str(num_threads), "1" if xnnpack else "0"], stdin=data,
-              preload=(module + ".interpreter",))
+              preload=(module + ".interpreter",), memory_bytes=memory_bytes)

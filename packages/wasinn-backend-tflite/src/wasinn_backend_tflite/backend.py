@@ -508,7 +508,7 @@ class TFLiteBackend:
 
         if _probe.wanted(trusted=model.name is not None):
             _probe.probe(model.builders[0], runtime.module, options.num_threads,
-                         options.xnnpack and options.delegate is None)
+                         options.xnnpack and options.delegate is None, model.limits.worker_memory_bytes)
         state = GraphState(model.builders[0], _runtime.api(runtime), options)
         first = state.build()
         state.inputs = [Port.from_details(d) for d in first.get_input_details()]

@@ -56,6 +56,6 @@ CHILD = ChildProbe(PROBE_ENV, _SCRIPT, what="whisper.cpp model", crashes="whispe
 wanted = CHILD.wanted
 
 
-def probe(data: bytes, digest: str) -> None:
+def probe(data: bytes, digest: str, memory_bytes: int | None = None) -> None:
     """Raise WasiNnError(INVALID_ARGUMENT) if loading and running the model kills a child process."""
-    CHILD.run(("sha256", digest), stdin=data)
+    CHILD.run(("sha256", digest), stdin=data, memory_bytes=memory_bytes)

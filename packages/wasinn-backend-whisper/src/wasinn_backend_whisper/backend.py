@@ -171,7 +171,7 @@ class WhisperBackend:
             raise WasiNnError(ErrorCode.UNSUPPORTED_OPERATION, f"this whisper.cpp build runs on the CPU only, "
                                                                f"not a {model.target.value}")
         if _probe.wanted(trusted=model.name is not None):
-            _probe.probe(data, hashlib.sha256(data).hexdigest())
+            _probe.probe(data, hashlib.sha256(data).hexdigest(), model.limits.worker_memory_bytes)
         buffer = ctypes.create_string_buffer(data, len(data))
         params = self.pw.whisper_context_default_params()
         params.use_gpu = False

@@ -112,13 +112,15 @@ class ChildProbe:
         return chosen == "always" or (chosen == "untrusted" and not trusted)
 
     def run(self, key: Hashable, args: Sequence[str] = (), *, stdin: bytes | None = None, read: Sequence[str] = (),
-            writable: Sequence[str] = (), preload: Sequence[str] = ()) -> None:
+            writable: Sequence[str] = (), preload: Sequence[str] = (), memory_bytes: int | None = None) -> None:
         """Probe once per ``key``: raise :class:`WasiNnError` if the child crashes, hangs or fails.
 
         ``key`` identifies the model (and whatever else changes the outcome, such as options), e.g.
         the SHA-256 of its bytes. A child that exits 0 or 3 passes and ``key`` is remembered.
         ``read`` lists the files (a model by its path) and ``writable`` the folders the script needs
-        beyond the runtime's own files; ``preload`` adds modules to the constructor's.
+        beyond the runtime's own files; ``preload`` adds modules to the constructor's. ``memory_bytes``
+        replaces the constructor's cap (a backend passes ``model.limits.worker_memory_bytes``: the
+        embedder's cap for a worker is the probe's too).
         """
         with self._lock:
             if key in self.passed:
@@ -127,8 +129,9 @@ class ChildProbe:
         from wasinn.worker.probe import ProbeTimeout, run_probe  # the worker imports this module's users
 
         model_bytes = (len(stdin) if stdin is not None else 0) + sum(_size(path) for path in read)
+        cap = (self.memory_bytes if memory_bytes is None else memory_bytes) + 2 * model_bytes
         try:
-            result = run_probe(self.script, args, stdin, memory_bytes=self.memory_bytes + 2 * model_bytes,
+            result = run_probe(self.script, args, stdin, memory_bytes=cap,
                                timeout_s=self.timeout_s, read=read, writable=writable,
                                preload=(*self.preload, *preload))
         except ProbeTimeout:
@@ -139,8 +142,11 @@ class ChildProbe:
             reason = exc.message if isinstance(exc, WasiNnError) else str(exc)
             raise WasiNnError(ErrorCode.RUNTIME_ERROR, f"cannot start the {self.what} probe: {reason}") from None
         if result.returncode < 0:
+            # A runtime that aborts when an allocation fails looks the same as a crash: the cap is named.
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed {self.what}: it crashes {self.crashes} "
-                                                          f"({signal_name(result.returncode)} in a probe process)")
+                                                          f"({signal_name(result.returncode)} in a probe process "
+                                                          f"whose memory cap is {cap >> 20} MiB, "
+                                                          f"Limits.worker_memory_bytes)")
         if result.returncode not in (0, REFUSED):
             failed = f"(exit {result.returncode}: {result.detail or 'no output'})"
             raise WasiNnError(self.failure, f"malformed {self.what}: the probe process failed {failed}"
