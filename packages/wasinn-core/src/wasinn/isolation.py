@@ -126,7 +126,9 @@ class ChildProbe:
             if key in self.passed:
                 self.passed.move_to_end(key)
                 return
-        from wasinn.worker.probe import ProbeTimeout, run_probe  # the worker imports this module's users
+        # Imported when first needed: backends import this module at their own import, and the worker
+        # machinery (numpy, the templates) is more than most of them ever use.
+        from wasinn.worker.probe import ProbeTimeout, run_probe
 
         model_bytes = (len(stdin) if stdin is not None else 0) + sum(_size(path) for path in read)
         cap = (self.memory_bytes if memory_bytes is None else memory_bytes) + 2 * model_bytes
