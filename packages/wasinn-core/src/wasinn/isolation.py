@@ -129,11 +129,11 @@ class ChildProbe:
         # Imported when first needed: backends import this module at their own import, and the worker
         # machinery (numpy, the templates) is more than most of them ever use.
         from wasinn.worker.probe import ProbeTimeout, run_probe
+        from wasinn.worker.proxy import human_bytes
 
-        model_bytes = (len(stdin) if stdin is not None else 0) + sum(_size(path) for path in read)
-        cap = (self.memory_bytes if memory_bytes is None else memory_bytes) + 2 * model_bytes
         try:
-            result = run_probe(self.script, args, stdin, memory_bytes=cap,
+            result = run_probe(self.script, args, stdin,
+                               runtime_bytes=self.memory_bytes if memory_bytes is None else memory_bytes,
                                timeout_s=self.timeout_s, read=read, writable=writable,
                                preload=(*self.preload, *preload))
         except ProbeTimeout:
@@ -147,7 +147,7 @@ class ChildProbe:
             # A runtime that aborts when an allocation fails looks the same as a crash: the cap is named.
             raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"malformed {self.what}: it crashes {self.crashes} "
                                                           f"({signal_name(result.returncode)} in a probe process "
-                                                          f"whose memory cap is {cap >> 20} MiB, "
+                                                          f"whose memory cap is {human_bytes(result.memory_cap)}, "
                                                           f"Limits.worker_memory_bytes)")
         if result.returncode not in (0, REFUSED):
             failed = f"(exit {result.returncode}: {result.detail or 'no output'})"
@@ -160,9 +160,3 @@ class ChildProbe:
             while self.cache_size is not None and len(self.passed) > self.cache_size:
                 self.passed.popitem(last=False)
 
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path) if os.path.isfile(path) else 0
-    except OSError:
-        return 0

@@ -151,7 +151,7 @@ def prestart(limits: Limits, backends: list[Backend]) -> None:
 def describe(limits: Limits, model: ModelDescription, backend: str) -> str:
     """What ``wasinn explain`` says about where a model would run: ``"tflite, isolated worker,
     512 MiB cap"``."""
-    from wasinn.worker.proxy import _human, memory_cap
+    from wasinn.worker.proxy import human_bytes, memory_cap
     if not model.from_guest:
         return f"{backend}, in-process (the embedder's model)"
     policy = limits.guest_models
@@ -159,7 +159,7 @@ def describe(limits: Limits, model: ModelDescription, backend: str) -> str:
         return f"{backend}: refused (a guest's model bytes, --guest-models refuse)"
     if policy != "isolate":
         return f"{backend}, in-process (--guest-models in-process: not isolated)"
-    text = f"{backend}, isolated worker, {_human(memory_cap(limits, model.size))} cap"
+    text = f"{backend}, isolated worker, {human_bytes(memory_cap(limits.worker_memory_bytes, model.size))} cap"
     seconds = limits.worker_call_seconds
     if seconds:
         text += f", {seconds:g} s per call"

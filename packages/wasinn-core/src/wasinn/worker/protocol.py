@@ -140,22 +140,22 @@ class Poller:
     last wait (see :data:`SPIN_S`)."""
 
     def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
-        self.last_wait = 0.0
 
     def window(self, last_wait: float) -> float:
         """How long to poll after a wait of ``last_wait`` seconds last time."""
         return 0.0 if last_wait > MAX_SPIN_S else min(MAX_SPIN_S, max(SPIN_S, 2 * last_wait))
 
-    def wait(self, sock: socket.socket, expected: float, deadline: float | None) -> bool:
+    def wait(self, expected: float, deadline: float | None) -> bool:
         """Wait for a reply expected in about ``expected`` seconds (what the last such call took),
         within ``deadline``: poll first for a short call; sleep at once for a long one. (Polling
         towards the end of a long call was tried: on two cores it takes CPU from the runtime's own
         threads, and Gemma-3-270M's tokens came 7-13% slower.) True when the socket is readable."""
         if expected <= MAX_SPIN_S and self.spin(self.window(expected)):
             return True
-        return bool(select.select([sock], [], [], deadline)[0])
+        return bool(select.select([self._sock], [], [], deadline)[0])
 
     def spin(self, seconds: float) -> bool:
         """True as soon as the socket is readable (or closed); False after ``seconds``."""

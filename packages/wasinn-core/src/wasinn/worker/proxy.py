@@ -58,14 +58,24 @@ CRASHES = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGIL
 PENDING_BYTES = 64 * MiB
 
 
-def memory_cap(limits: Limits, model_bytes: int) -> int:
-    """A worker's memory cap: ``Limits.worker_memory_bytes`` for the runtime, plus twice the model's
-    size (the worker's copy of the bytes and the runtime's own)."""
-    return limits.worker_memory_bytes + 2 * model_bytes
+def memory_cap(runtime_bytes: int, model_bytes: int) -> int:
+    """A worker's (or a probe's) memory cap: ``runtime_bytes`` (``Limits.worker_memory_bytes``) for the
+    runtime, plus twice the model's size (the worker's copy of the bytes and the runtime's own)."""
+    return runtime_bytes + 2 * model_bytes
 
 
-def _human(nbytes: int) -> str:
+def human_bytes(nbytes: int) -> str:
+    """A memory cap for a message: ``512 MiB``, ``1.5 GiB``."""
     return f"{nbytes / (1 << 30):.1f} GiB" if nbytes >= 1 << 30 else f"{nbytes // MiB} MiB"
+
+
+def kill(pidfd: int) -> None:
+    """``SIGKILL`` through a pidfd (it reaches this process even after its pid is reaped and reused);
+    nothing when the process is gone already."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def plugin_spec(backend: Backend) -> list[str]:
@@ -330,7 +340,7 @@ class WorkerGraph:
             started = time.perf_counter()
             protocol.send(self.sock, message, fds)
             assert self.poller is not None
-            ready = self.poller.wait(self.sock, self.last_s.get(what, 0.0), deadline)
+            ready = self.poller.wait(self.last_s.get(what, 0.0), deadline)
             self.last_s[what] = time.perf_counter() - started
             answer = protocol.recv_reply(self.sock) if ready else None
             if answer is not None and answer[0] == protocol.LOG:
@@ -386,10 +396,7 @@ class WorkerGraph:
         return bool(ready)
 
     def _sigkill(self) -> None:
-        try:
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except OSError:
-            pass  # gone already
+        kill(self.pidfd)
 
     def abandon(self, why: str) -> None:
         """Kill, reap and close a worker that is still alive (a load that failed): ``why`` is its epitaph."""
@@ -424,7 +431,7 @@ class WorkerGraph:
                     detail += " (a forbidden system call: the seccomp filter killed it)"
             elif os.WIFEXITED(status):
                 detail = f"{why}: exit status {os.WEXITSTATUS(status)}"
-        self.dead = detail + f"; memory cap {_human(self.cap)} (Limits.worker_memory_bytes)"
+        self.dead = detail + f"; memory cap {human_bytes(self.cap)} (Limits.worker_memory_bytes)"
         log.log(logging.DEBUG if _exiting else logging.WARNING, "backend %s: worker %d %s", self.backend, self.pid,
                 self.dead)
         self.close()
@@ -510,10 +517,7 @@ def _grown(buffer: mmap.mmap | None, need: int, name: str, fds: list[int], *, wr
 def _abandon(sock: socket.socket, pidfd: int) -> None:
     """A worker whose graph was dropped without ``unload``: kill it (its template reaps it). Runs at
     garbage collection, so it takes no lock."""
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass
+    kill(pidfd)
     os.close(pidfd)
     sock.close()
 
@@ -529,9 +533,9 @@ def _exception(worker: WorkerGraph, what: str, kind: str, message: str) -> Worke
     the memory cap refused is ``too_large``, naming the cap."""
     if kind == "MemoryError" or "bad_alloc" in message or "ailed to allocate" in message:
         log.warning("backend %s: worker %d: %s ran out of memory under its cap of %s (Limits.worker_memory_bytes)",
-                    worker.backend, worker.pid, what, _human(worker.cap))
+                    worker.backend, worker.pid, what, human_bytes(worker.cap))
         return WorkerError(ErrorCode.TOO_LARGE, f"backend {worker.backend}: {what} needs more memory than the "
-                                                f"worker's cap of {_human(worker.cap)} ({kind}: {message})")
+                                                f"worker's cap of {human_bytes(worker.cap)} ({kind}: {message})")
     return WorkerError(ErrorCode.RUNTIME_ERROR, f"backend {worker.backend}: {what} failed: {kind}: {message}")
 
 
@@ -566,7 +570,7 @@ class Proxy:
             sock.close()
             made.reap(pid)
             raise
-        cap = memory_cap(model.limits, model.size)
+        cap = memory_cap(model.limits.worker_memory_bytes, model.size)
         worker = WorkerGraph(self.name, made, pid, sock, pidfd, options, cap, model.limits.max_tensor_bytes)
         sizes = [len(b) for b in model.builders]
         fd = protocol.model_file(model.builders)
@@ -586,10 +590,10 @@ class Proxy:
                 name = signal.Signals(worker.crash_signal).name
                 # A runtime that aborts when an allocation fails looks the same: the cap is named.
                 log.warning("a guest's %s crashes %s (%s in its worker, memory cap %s, Limits.worker_memory_bytes): "
-                            "refused", model.describe(), self.name, name, _human(worker.cap))
+                            "refused", model.describe(), self.name, name, human_bytes(worker.cap))
                 raise WasiNnError(ErrorCode.INVALID_ARGUMENT, f"the model crashes backend {self.name} when it is "
                                                               f"loaded ({name} in an isolated worker whose memory "
-                                                              f"cap is {_human(worker.cap)})") from None
+                                                              f"cap is {human_bytes(worker.cap)})") from None
             raise exc
         except BaseException:
             worker.abandon("load failed")
