@@ -233,7 +233,11 @@ def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     monkeypatch.chdir(tmp_path)
     model = tmp_path / "echo.bin"
     model.write_bytes(affine_model())
-    with wasinn.WasiNnHost() as host:
+    # The host's own once-per-process work happens before a test records every file this process
+    # touches, so that what is recorded is the guest's preload text alone: the hardware probe (the
+    # first ranking's; it even runs `uname -p`) now, and no worker template starting in the background.
+    wasinn.hardware.probe()
+    with wasinn.WasiNnHost(limits=wasinn.Limits(worker_prestart=False)) as host:
         host.register_model("default", "echo.bin")  # a relative spelling, as on a command line
         yield host, model
 
